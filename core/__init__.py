@@ -1,0 +1,13 @@
+"""The Latent Space Control engine: pure PyTorch, usable without ComfyUI."""
+
+from .interpolation import (EASINGS, METHODS, ease, interpolate, interpolate_embeddings, interpolate_latents,
+                            interpolate_path, keyframe_path, noise_travel, path_positions, seeded_noise)
+from .masks import blend_masked, mask_for_latent
+from .optional import require_package
+from .tokens import common_length, tile_tokens
+
+__all__ = [
+    "EASINGS", "METHODS", "ease", "interpolate", "interpolate_embeddings", "interpolate_latents", "interpolate_path", "keyframe_path",
+    "noise_travel", "path_positions", "seeded_noise", "blend_masked", "mask_for_latent", "require_package",
+    "common_length", "tile_tokens",
+]

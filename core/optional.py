@@ -1,0 +1,16 @@
+"""Heavy optional libraries load only when a feature needs them, with a clear message when one is missing."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+
+def require_package(module: str, pip_name: str, feature: str) -> ModuleType:
+    """Import ``module`` now, or raise ImportError saying which package ``feature`` needs and how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise ImportError(
+            f"{feature} needs the Python package '{pip_name}', which is not installed in this environment. "
+            f"Install it into the Python that runs ComfyUI: python -m pip install {pip_name}") from error
