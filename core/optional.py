@@ -12,5 +12,5 @@ def require_package(module: str, pip_name: str, feature: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as error:
         raise ImportError(
-            f"{feature} needs the Python package '{pip_name}', which is not installed in this environment. "
+            f"The Python package '{pip_name}' is needed for {feature} but is not installed in this environment. "
             f"Install it into the Python that runs ComfyUI: python -m pip install {pip_name}") from error
