@@ -7,15 +7,25 @@ import torch
 CATEGORY = "latent space control"
 
 
-def latent_with_frames(source: dict, samples: torch.Tensor, frames: int) -> dict:
-    """A new LATENT dict: ``samples`` replace the source's, per-item keys are repeated for each of ``frames``
-    frame-major frames, other keys are carried over. The source dict and its tensors are left as they are."""
+def new_latent(source: dict, samples: torch.Tensor) -> dict:
+    """A new LATENT dict with ``samples``, carrying the source's other keys; per-item keys (``batch_index``, a
+    per-item ``noise_mask``) no longer describe the new batch and are dropped. The source is left as it is."""
     out = {key: value for key, value in source.items() if key not in ("samples", "noise_mask", "batch_index")}
     out["samples"] = samples
+    mask = source.get("noise_mask")
+    if mask is not None and mask.shape[0] == 1:
+        out["noise_mask"] = mask
+    return out
+
+
+def latent_with_frames(source: dict, samples: torch.Tensor, frames: int) -> dict:
+    """Like ``new_latent`` for a frame-major batch of ``frames`` frames of the source's batch: per-item keys are
+    repeated for each frame."""
+    out = new_latent(source, samples)
     batch = samples.shape[0] // frames
     mask = source.get("noise_mask")
-    if mask is not None and mask.shape[0] in (1, batch):
-        out["noise_mask"] = mask if mask.shape[0] == 1 else mask.repeat(frames, *([1] * (mask.ndim - 1)))
+    if mask is not None and mask.shape[0] == batch > 1:
+        out["noise_mask"] = mask.repeat(frames, *([1] * (mask.ndim - 1)))
     index = source.get("batch_index")
     if index is not None and len(index) == batch:
         out["batch_index"] = list(index) * frames

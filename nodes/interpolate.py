@@ -8,7 +8,7 @@ from comfy_api.latest import io
 
 from ..core import interpolation
 from ..core.tokens import tile_tokens
-from .common import CATEGORY, latent_with_frames, pair_entries
+from .common import CATEGORY, latent_with_frames, new_latent, pair_entries
 
 FAMILY = f"{CATEGORY}/interpolate"
 
@@ -107,12 +107,7 @@ class LatentKeyframes(io.ComfyNode):
     def execute(cls, keyframes, frames_per_segment, method, easing, smooth) -> io.NodeOutput:
         samples = interpolation.keyframe_path(keyframes["samples"], frames_per_segment, method, easing, smooth,
                                               name="keyframes")
-        out = {key: value for key, value in keyframes.items() if key not in ("samples", "batch_index", "noise_mask")}
-        mask = keyframes.get("noise_mask")
-        if mask is not None and mask.shape[0] == 1:
-            out["noise_mask"] = mask
-        out["samples"] = samples
-        return io.NodeOutput(out)
+        return io.NodeOutput(new_latent(keyframes, samples))
 
 
 class TravelNoise:
