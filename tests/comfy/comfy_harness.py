@@ -1,7 +1,7 @@
 """Runs API-format prompts through a real ComfyUI, in this process, with the pack loaded by ComfyUI's own loader.
 
 COMFYUI_PATH points at an exported ComfyUI: upstream (top-level ``nodes.py``/``execution.py``) or the pip-installable
-fork (everything under ``comfy``/``comfy.cmd``). Both load the pack from a custom_nodes folder made for the session,
+fork (everything under ``comfy``/``comfy.cmd``, installed in the test environment). Both load the pack from a custom_nodes folder made for the session,
 next to the test-only nodes in ``lsc_test_nodes`` (tiny models built under inference mode, capture of outputs).
 """
 
@@ -61,37 +61,53 @@ class ComfyUI:
             folder.mkdir()
         self.fork = not (root / "execution.py").exists()
         sys.path.insert(0, str(root))
-        from comfy.cli_args import args
-
+        argv, sys.argv = sys.argv, sys.argv[:1]  # the fork parses the process's argv (pytest's) as its own options
+        try:
+            from comfy.cli_args import args
+        finally:
+            sys.argv = argv
         args.cpu = True
         args.disable_api_nodes = True
         if self.fork:
-            self._load_fork(custom_nodes, work)
+            self._load_fork(args, custom_nodes, work)
         else:
             self._load_upstream(custom_nodes, work)
-
-    def _set_folders(self, folder_paths, custom_nodes: Path, work: Path):
-        folder_paths.folder_names_and_paths["custom_nodes"] = ([str(custom_nodes)], set())
-        folder_paths.set_output_directory(str(self.output_dir))
-        folder_paths.set_temp_directory(str(work / "temp"))
-        folder_paths.set_input_directory(str(self.input_dir))
 
     def _load_upstream(self, custom_nodes: Path, work: Path):
         importlib.import_module("utils.extra_config")  # before `nodes`, which shadows the top-level utils package
         import folder_paths
 
-        self._set_folders(folder_paths, custom_nodes, work)
+        folder_paths.folder_names_and_paths["custom_nodes"] = ([str(custom_nodes)], set())
+        folder_paths.set_output_directory(str(self.output_dir))
+        folder_paths.set_temp_directory(str(work / "temp"))
+        folder_paths.set_input_directory(str(self.input_dir))
         import execution
         import nodes
 
         asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
-        self.execution, self.node_mappings = execution, nodes.NODE_CLASS_MAPPINGS
-        self.interrupt = importlib.import_module("comfy.model_management").interrupt_current_processing
+        self.execution, self.node_mappings, self.server_class = execution, nodes.NODE_CLASS_MAPPINGS, _ServerStub
 
-    def _load_fork(self, custom_nodes: Path, work: Path):
-        from fork_bootstrap import load_fork
+    def _load_fork(self, args, custom_nodes: Path, work: Path):
+        """The fork keeps everything under ``comfy``; its base directory sets custom_nodes, input, output and temp."""
+        args.base_directory = str(work)
+        from comfy.cmd import execution, folder_paths
+        from comfy.distributed.server_stub import ServerStub
+        from comfy.nodes_context import get_nodes
 
-        self.execution, self.node_mappings, self.interrupt = load_fork(self, custom_nodes, work)
+        folder_paths.init_default_paths(folder_paths.folder_names_and_paths, args, replace_existing=True)
+        assert folder_paths.get_folder_paths("custom_nodes") == [str(custom_nodes)]
+
+        class RecordingServer(ServerStub):
+            def __init__(self):
+                super().__init__()
+                self.messages = []
+
+            def send_sync(self, event, data, sid=None):
+                self.messages.append((event, data))
+
+        # The fork caches loaded nodes per thread: load, validate and execute on this one.
+        self.execution, self.node_mappings = execution, get_nodes().NODE_CLASS_MAPPINGS
+        self.server_class = RecordingServer
 
     @property
     def version(self) -> str:
@@ -104,7 +120,7 @@ class ComfyUI:
 
     def run(self, prompt: dict) -> Result:
         lsc_test_capture.CAPTURED.clear()
-        server = _ServerStub()
+        server = self.server_class()
         executor = self.execution.PromptExecutor(server, cache_type=self.execution.CacheType.CLASSIC)
         prompt_id = str(uuid.uuid4())
         valid = asyncio.run(self.execution.validate_prompt(prompt_id, prompt, None))

@@ -41,8 +41,11 @@ def test_every_node_is_registered_with_a_label_and_tooltips(comfy):
         assert all(output.tooltip for output in schema.outputs), f"{node_id} has an output without a tooltip"
 
 
-def test_the_pack_reports_a_comfyui_version(comfy):
-    assert comfy.version != "unknown"
+def test_the_running_comfyui_is_one_the_pack_supports(comfy):
+    import latent_space_control
+    from latent_space_control.nodes.compat import _parse
+
+    assert _parse(comfy.version) >= _parse(latent_space_control.MIN_COMFYUI_VERSION), comfy.version
 
 
 def test_latent_interpolate_frames_video_latents_and_leaves_inputs_alone(comfy):
