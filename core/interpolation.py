@@ -30,9 +30,8 @@ EASINGS: dict[str, Callable[[float], float]] = {
 # Below this sin(angle) the great circle is numerically undefined: parallel vectors take the nlerp limit, antiparallel
 # ones turn through a fixed orthogonal direction. Float32 dot products resolve the angle to about 1e-3 near 0 and pi.
 _DEGENERATE_SIN = 5e-3
-# Vectors are processed in blocks of about this many elements so that a, b and the output stay in cache between the
-# reduction pass and the combination pass.
-_BLOCK_ELEMENTS = 1 << 18
+# From this length on, a vector's norms and dot product are taken by BLAS row by row on the CPU.
+_LONG_ROW = 1 << 14
 
 
 def ease(u: float, easing: str) -> float:
@@ -50,43 +49,28 @@ def path_positions(frames: int, t_start: float, t_end: float, easing: str = "lin
     return [t_start + (t_end - t_start) * ease(i / (frames - 1), easing) for i in range(frames)]
 
 
-def _coefficients(method: str, t: float, ra, rb, cos):
-    """Per-vector coefficients (c_a, c_b, c_orth) of ``a``, ``b`` and a unit vector orthogonal to ``a``.
-
-    ra, rb, cos are float64 tensors of shape [N]; slerp and nlerp keep the norm on the straight line between ra and rb.
-    """
+def _coefficients(method: str, t: float, ra: float, rb: float, cos: float) -> tuple[float, float, float]:
+    """Coefficients (c_a, c_b, c_orth) of ``a``, ``b`` and a unit vector orthogonal to ``a`` for one vector pair with
+    norms ``ra``, ``rb`` and cosine ``cos``; slerp and nlerp keep the norm on the straight line between ra and rb."""
     if method == "lerp":
-        return torch.full_like(ra, 1.0 - t), torch.full_like(ra, t), None
+        return 1.0 - t, t, 0.0
     if method == "variance_preserving":
-        return torch.full_like(ra, math.cos(t * math.pi / 2)), torch.full_like(ra, math.sin(t * math.pi / 2)), None
-
-    radius = ((1.0 - t) * ra + t * rb).clamp_min(0.0)
-    sin = (1.0 - cos * cos).clamp_min(0.0).sqrt()
-    if method == "slerp":
-        theta = torch.atan2(sin, cos)
-        safe_sin = torch.where(sin > _DEGENERATE_SIN, sin, torch.ones_like(sin))
-        sa = torch.where(sin > _DEGENERATE_SIN, torch.sin((1.0 - t) * theta) / safe_sin, torch.full_like(sin, 1.0 - t))
-        sb = torch.where(sin > _DEGENERATE_SIN, torch.sin(t * theta) / safe_sin, torch.full_like(sin, t))
-    else:  # nlerp
-        sa, sb = torch.full_like(ra, 1.0 - t), torch.full_like(ra, t)
+        return math.cos(t * math.pi / 2), math.sin(t * math.pi / 2), 0.0
+    radius = max((1.0 - t) * ra + t * rb, 0.0)
+    if ra == 0.0 or rb == 0.0:  # a zero endpoint has no direction: travel along the other one's
+        return (radius / ra if ra > 0 else 0.0), (radius / rb if rb > 0 else 0.0), 0.0
+    sin = math.sqrt(max(1.0 - cos * cos, 0.0))
+    if sin <= _DEGENERATE_SIN and cos < 0:  # antiparallel: turn through a fixed orthogonal direction
+        return radius * math.cos(math.pi * t) / ra, 0.0, radius * math.sin(math.pi * t)
+    if method == "slerp" and sin > _DEGENERATE_SIN:
+        theta = math.atan2(sin, cos)
+        sa, sb = math.sin((1.0 - t) * theta) / sin, math.sin(t * theta) / sin
+    else:  # nlerp, and slerp's limit for (nearly) parallel vectors
+        sa, sb = 1.0 - t, t
     # Normalise the unit-vector combination analytically: its norm follows from the scalars, no extra tensor pass.
-    dir_norm = (sa * sa + sb * sb + 2 * sa * sb * cos).clamp_min(0.0).sqrt()
-    scale = radius / torch.where(dir_norm > 0, dir_norm, torch.ones_like(dir_norm))
-    ca = torch.where(ra > 0, scale * sa / torch.where(ra > 0, ra, torch.ones_like(ra)), torch.zeros_like(ra))
-    cb = torch.where(rb > 0, scale * sb / torch.where(rb > 0, rb, torch.ones_like(rb)), torch.zeros_like(rb))
-    # A zero endpoint has no direction: travel along the other one's.
-    ca = torch.where((rb == 0) & (ra > 0), (radius / torch.where(ra > 0, ra, torch.ones_like(ra))), ca)
-    cb = torch.where((ra == 0) & (rb > 0), (radius / torch.where(rb > 0, rb, torch.ones_like(rb))), cb)
-
-    antiparallel = (sin <= _DEGENERATE_SIN) & (cos < 0) & (ra > 0) & (rb > 0)
-    if not bool(antiparallel.any()):
-        return ca, cb, None
-    # Antiparallel: turn from a through a fixed orthogonal direction p to b, keeping the radius.
-    angle = math.pi * t
-    ca = torch.where(antiparallel, radius * math.cos(angle) / torch.where(ra > 0, ra, torch.ones_like(ra)), ca)
-    cb = torch.where(antiparallel, torch.zeros_like(cb), cb)
-    corth = torch.where(antiparallel, radius * math.sin(angle), torch.zeros_like(ca))
-    return ca, cb, corth
+    direction_norm = math.sqrt(max(sa * sa + sb * sb + 2.0 * sa * sb * cos, 0.0))
+    scale = radius / direction_norm if direction_norm > 0 else 0.0
+    return scale * sa / ra, scale * sb / rb, 0.0
 
 
 def _orthogonal_unit(a_rows: torch.Tensor) -> torch.Tensor:
@@ -98,30 +82,38 @@ def _orthogonal_unit(a_rows: torch.Tensor) -> torch.Tensor:
     return (p / p.norm(dim=-1, keepdim=True)).to(a_rows.dtype)
 
 
-def _combine_block(a: torch.Tensor, b: torch.Tensor, ts: Sequence[float], method: str, out: torch.Tensor) -> None:
-    """a, b: [N, D] rows; out: [F, N, D]."""
-    compute = torch.float32 if a.dtype in (torch.float16, torch.bfloat16) else a.dtype
-    a32, b32 = a.to(compute), b.to(compute)
-    if method in ("slerp", "nlerp"):
-        ra = torch.linalg.vector_norm(a32, dim=-1).double()
-        rb = torch.linalg.vector_norm(b32, dim=-1).double()
-        dot = torch.einsum("nd,nd->n", a32, b32).double()
-        denom = ra * rb
-        cos = torch.where(denom > 0, dot / torch.where(denom > 0, denom, torch.ones_like(denom)), torch.ones_like(dot))
-        cos = cos.clamp(-1.0, 1.0)
+def _row_geometry(a: torch.Tensor, b: torch.Tensor) -> list[tuple[float, float, float]]:
+    """(norm of a, norm of b, cosine between them) for each row of a, b: [N, D]."""
+    if a.device.type == "cpu" and a.shape[1] >= _LONG_ROW:
+        # A few long vectors (latent samples): BLAS dot products row by row, no temporary the size of the input.
+        squares = torch.stack([torch.stack([torch.dot(x, x), torch.dot(y, y), torch.dot(x, y)]) for x, y in zip(a, b)])
     else:
-        ra = rb = cos = torch.ones(a.shape[0], dtype=torch.float64, device=a.device)
+        squares = torch.stack([torch.linalg.vecdot(a, a), torch.linalg.vecdot(b, b), torch.linalg.vecdot(a, b)], dim=1)
+    geometry = []
+    for xx, yy, xy in squares.double().tolist():
+        ra, rb = math.sqrt(max(xx, 0.0)), math.sqrt(max(yy, 0.0))
+        cos = xy / (ra * rb) if ra > 0 and rb > 0 else 1.0
+        geometry.append((ra, rb, min(max(cos, -1.0), 1.0)))
+    return geometry
+
+
+def _combine(a: torch.Tensor, b: torch.Tensor, ts: Sequence[float], method: str, out: torch.Tensor) -> None:
+    """out[f] = c_a * a + c_b * b row by row, for rows a, b: [N, D] and out: [F, N, D]: one sweep for the rows'
+    geometry, then one whole-tensor multiply-add per frame."""
+    compute = torch.float32 if a.dtype in (torch.float16, torch.bfloat16) else a.dtype
+    a, b = a.to(compute), b.to(compute)
+    geometry = _row_geometry(a, b) if method in ("slerp", "nlerp") else [(1.0, 1.0, 1.0)] * a.shape[0]
     for f, t in enumerate(ts):
-        ca, cb, corth = _coefficients(method, float(t), ra, rb, cos)
-        target = out[f]
-        frame = target if target.dtype == compute else torch.empty_like(a32)
-        torch.mul(a32, ca.to(compute).unsqueeze(-1), out=frame)
-        frame.addcmul_(b32, cb.to(compute).unsqueeze(-1))
-        if corth is not None:
-            rows = corth != 0
-            frame[rows] += corth[rows].to(compute).unsqueeze(-1) * _orthogonal_unit(a32[rows])
-        if frame is not target:
-            target.copy_(frame)
+        coefficients = torch.tensor([_coefficients(method, t, *g) for g in geometry], dtype=compute)
+        ca, cb, corth = coefficients.to(a.device).unsqueeze(-1).unbind(1)
+        frame = out[f] if out.dtype == compute else torch.empty(a.shape, dtype=compute, device=a.device)
+        torch.mul(a, ca, out=frame)
+        frame.addcmul_(b, cb)
+        antiparallel = coefficients[:, 2] != 0
+        if antiparallel.any():
+            frame[antiparallel] += corth[antiparallel] * _orthogonal_unit(a[antiparallel])
+        if out.dtype != compute:
+            out[f] = frame
 
 
 def interpolate_path(a: torch.Tensor, b: torch.Tensor, ts: Sequence[float], method: str = "slerp",
@@ -151,9 +143,7 @@ def interpolate_path(a: torch.Tensor, b: torch.Tensor, ts: Sequence[float], meth
         b_rows = b.expand(shape).reshape(-1, vector)
         dtype = torch.promote_types(a.dtype, b.dtype)
         out = torch.empty((len(ts), a_rows.shape[0], vector), dtype=dtype, device=a.device)
-        block = max(1, _BLOCK_ELEMENTS // max(vector, 1))
-        for r in range(0, a_rows.shape[0], block):
-            _combine_block(a_rows[r:r + block], b_rows[r:r + block], ts, method, out[:, r:r + block])
+        _combine(a_rows, b_rows, ts, method, out)
         out = out.reshape(len(ts), *shape)
     for f, t in enumerate(ts):  # exact endpoints, whatever the rounding of the coefficients
         if t == 0.0:
