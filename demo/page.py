@@ -1,0 +1,99 @@
+"""The demo page's parts: PNG files from tensors, inline SVG line plots, the HTML page and a progress bar."""
+
+from __future__ import annotations
+
+import html
+import struct
+import sys
+import zlib
+from pathlib import Path
+
+import torch
+
+
+def write_png(path: Path, rgb: torch.Tensor) -> None:
+    """Write an image [H, W, 3] with values in 0..1 as an 8-bit PNG."""
+    pixels = (rgb.clamp(0, 1) * 255).round().to(torch.uint8)
+    height, width, _ = pixels.shape
+    rows = pixels.reshape(height, width * 3).tolist()
+    raw = b"".join(b"\x00" + bytes(row) for row in rows)  # filter type 0 on every row
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9))
+                     + chunk(b"IEND", b""))
+
+
+COLOURS = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e"]
+
+
+def line_plot(series: dict[str, list[float]], xs: list[float], x_label: str, y_label: str,
+              width: int = 520, height: int = 260) -> str:
+    """An inline SVG plot of named series over ``xs``, with axes, ticks and a legend."""
+    left, right, top, bottom = 56, 150, 14, 40
+    values = [v for ys in series.values() for v in ys]
+    low, high = min(values + [0.0]), max(values) * 1.08
+    x0, x1 = min(xs), max(xs)
+
+    def px(x: float) -> float:
+        return left + (x - x0) / (x1 - x0) * (width - left - right)
+
+    def py(y: float) -> float:
+        return height - bottom - (y - low) / (high - low) * (height - top - bottom)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-size="11" '
+             f'font-family="sans-serif">',
+             f'<line x1="{left}" y1="{py(low)}" x2="{width - right}" y2="{py(low)}" stroke="#444"/>',
+             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{py(low)}" stroke="#444"/>']
+    for i in range(6):
+        y = low + (high - low) * i / 5
+        parts.append(f'<text x="{left - 6}" y="{py(y) + 4:.1f}" text-anchor="end">{y:.2f}</text>'
+                     f'<line x1="{left}" y1="{py(y):.1f}" x2="{width - right}" y2="{py(y):.1f}" stroke="#eee"/>')
+    for i in range(5):
+        x = x0 + (x1 - x0) * i / 4
+        parts.append(f'<text x="{px(x):.1f}" y="{height - bottom + 16}" text-anchor="middle">{x:.2f}</text>')
+    parts.append(f'<text x="{(left + width - right) / 2}" y="{height - 6}" text-anchor="middle">'
+                 f'{html.escape(x_label)}</text>')
+    parts.append(f'<text transform="translate(14 {(top + height - bottom) / 2}) rotate(-90)" text-anchor="middle">'
+                 f'{html.escape(y_label)}</text>')
+    for i, (name, ys) in enumerate(series.items()):
+        colour = COLOURS[i % len(COLOURS)]
+        points = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in zip(xs, ys))
+        parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        parts.append(f'<line x1="{width - right + 12}" y1="{top + 10 + 18 * i}" x2="{width - right + 32}" '
+                     f'y2="{top + 10 + 18 * i}" stroke="{colour}" stroke-width="3"/>'
+                     f'<text x="{width - right + 38}" y="{top + 14 + 18 * i}">{html.escape(name)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def figures_table(figures: dict[str, str]) -> str:
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in figures.items())
+    return f'<table class="figures">{rows}</table>'
+
+
+def page(title: str, intro: str, panels: list[str]) -> str:
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+             "section{border-top:1px solid #ccc;margin-top:2em;padding-top:1em}"
+             "img{image-rendering:pixelated;border:1px solid #ddd}.strip{margin:.3em 0}"
+             ".figures td{padding:2px 12px 2px 0}.figures td:last-child{font-family:monospace}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1><p>{intro}</p>"
+            + "".join(panels) + "</body></html>")
+
+
+class Progress:
+    """A one-line text progress bar on stderr."""
+
+    def __init__(self, total: int):
+        self.total, self.done = total, 0
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        filled = round(20 * self.done / self.total)
+        sys.stderr.write(f"\r[{'#' * filled}{'-' * (20 - filled)}] {self.done}/{self.total} {label:<40}")
+        if self.done == self.total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
