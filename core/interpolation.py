@@ -2,7 +2,8 @@
 
 Every method is a per-vector combination ``out = c_a * a + c_b * b``; a *vector* is everything from ``start_dim`` on
 (``start_dim=1``: one vector per latent sample; ``start_dim=-1``: one vector per token of a conditioning). Only the
-scalar coefficients differ between methods, so the work on the tensors is one cache-friendly pass whatever the method.
+scalar coefficients differ between methods: slerp and nlerp read each vector's norm and angle in one reduction sweep,
+then every method is a single multiply-add over the tensors.
 """
 
 from __future__ import annotations
