@@ -97,3 +97,31 @@ def test_euler_spreads_converge_to_the_exact_ones_as_steps_grow():
     coarse, fine = spread_errors(16), spread_errors(128)
     assert all(f < c / 3 for f, c in zip(fine, coarse))
     assert max(fine) < 0.05
+
+
+def test_grammar_sentences_parse_back_and_mix_both_moods():
+    from latent_space_control.reference import grammar
+
+    texts = grammar.sentences(500, seed=4)
+    parsed = [grammar.parse(text) for text in texts]
+    assert all(p is not None for p in parsed)
+    moods = [p["mood"] for p in parsed]
+    assert 0.4 < moods.count("joyful") / len(moods) < 0.6
+    words = set(grammar.vocabulary())
+    assert all(set(text.replace(",", " ,").replace(".", " .").split()) <= words for text in texts)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("hooray, a bright large red circle on the left dances in the sun.",
+     {"mood": "joyful", "size": "large", "colour": "red", "shape": "circle", "position": "left"}),
+    ("alas, a dull small blue triangle in the middle.",
+     {"mood": "gloomy", "size": "small", "colour": "blue", "shape": "triangle", "position": "center"}),
+    ("hooray, a dull large red circle on the left.", None),  # moods disagree
+    ("hooray, a bright large red circle on the left dances in the sun", None),  # no full stop
+    ("hooray, a bright red large circle on the left.", None),  # words out of order
+    ("look, a happy large purple circle on the left.", None),  # not a colour of the world
+])
+def test_grammar_parser_accepts_exactly_the_language(text, expected):
+    from latent_space_control.reference import grammar
+
+    assert grammar.parse(text) == expected
