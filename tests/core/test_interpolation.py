@@ -261,3 +261,14 @@ def test_embeddings_of_different_lengths_are_tiled_and_can_turn_around_an_origin
     assert pooled.shape == (2, 32)
     with pytest.raises(ValueError, match="b has width 16 but a has 32"):
         interpolate_embeddings(a, gaussian(1, 77, 16), [0.5])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("method", METHODS)
+def test_half_precision_inputs_keep_their_dtype_and_exact_endpoints(dtype, method):
+    a, b = gaussian(2, 4, 8, 8, seed=40).to(dtype), gaussian(2, 4, 8, 8, seed=41).to(dtype)
+    path = interpolate_latents(a, b, [0.0, 0.5, 1.0], method)
+    assert path.dtype == dtype
+    assert torch.equal(path[:2], a) and torch.equal(path[4:], b)
+    reference = interpolate_latents(a.float(), b.float(), [0.5], method)
+    torch.testing.assert_close(path[2:4].float(), reference, rtol=2e-2, atol=2e-2)
