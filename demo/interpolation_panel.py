@@ -33,15 +33,19 @@ def strip(frames: torch.Tensor, contrast: float) -> torch.Tensor:
 def render(out: Path, progress) -> str:
     a, b = seeded_noise(1, (1, 4, 32, 32)), seeded_noise(2, (1, 4, 32, 32))
     strip_ts = path_positions(9, 0.0, 1.0)
-    contrast = 3 * torch.einsum("chw,cr->hwr", a[0], CHANNELS_TO_RGB).std().item()
+    # Two standard deviations of the first frame span the full colour range, so a fade is plain to see.
+    contrast = 2 * torch.einsum("chw,cr->hwr", a[0], CHANNELS_TO_RGB).std().item()
     for method in ("lerp", "slerp"):
         write_png(out / f"interpolate_{method}.png", strip(interpolate_path(a, b, strip_ts, method)[:, 0], contrast))
         progress.step(f"interpolation strip: {method}")
 
     plot_ts = path_positions(33, 0.0, 1.0)
-    stds = {method: interpolate_path(a, b, plot_ts, method)[:, 0].flatten(1).std(dim=1).tolist()
-            for method in ("lerp", "nlerp", "slerp", "variance_preserving")}
-    plot = line_plot(stds, plot_ts, "t (position along the path)", "std of the frame")
+    paths = {method: interpolate_path(a, b, plot_ts, method)[:, 0].flatten(1)
+             for method in ("lerp", "slerp", "variance_preserving")}
+    stds = {method: frames.std(dim=1).tolist() for method, frames in paths.items()}
+    rms = {method: (frames.norm(dim=1) / frames.shape[1] ** 0.5).tolist() for method, frames in paths.items()}
+    plots = (line_plot(stds, plot_ts, "t (position along the path)", "std of the frame")
+             + line_plot(rms, plot_ts, "t (position along the path)", "norm / √numel of the frame"))
     progress.step("interpolation statistics")
 
     middle = len(plot_ts) // 2
@@ -56,6 +60,8 @@ def render(out: Path, progress) -> str:
         "strength of its ends.</p>"
         '<p><b>lerp</b><br><img class="strip" src="interpolate_lerp.png" alt="lerp strip"></p>'
         '<p><b>slerp</b><br><img class="strip" src="interpolate_slerp.png" alt="slerp strip"></p>'
-        "<p>Standard deviation of each frame along the path (nlerp, slerp and variance-preserving coincide here):</p>"
-        f"{plot}{figures_table(figures)}</section>"
+        "<p>Spread of each frame along the path: its standard deviation, and its norm per element, which is what "
+        "slerp holds on the straight line between the two ends' norms. For zero-mean noise the two agree; slerp and "
+        "variance-preserving coincide here.</p>"
+        f"{plots}{figures_table(figures)}</section>"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import math
 import struct
 import sys
 import zlib
@@ -29,12 +30,19 @@ def write_png(path: Path, rgb: torch.Tensor) -> None:
 COLOURS = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e"]
 
 
+def tick_step(span: float, most: int = 6) -> float:
+    """The smallest round step (1, 2, 2.5 or 5 times a power of ten) that covers ``span`` in at most ``most`` steps."""
+    power = 10.0 ** math.floor(math.log10(span / most))
+    return next(power * m for m in (1, 2, 2.5, 5, 10) if power * m * most >= span)
+
+
 def line_plot(series: dict[str, list[float]], xs: list[float], x_label: str, y_label: str,
               width: int = 520, height: int = 260) -> str:
     """An inline SVG plot of named series over ``xs``, with axes, ticks and a legend."""
     left, right, top, bottom = 56, 150, 14, 40
     values = [v for ys in series.values() for v in ys]
-    low, high = min(values + [0.0]), max(values) * 1.08
+    step = tick_step(max(values) * 1.05 - min(values + [0.0]))
+    low, high = math.floor(min(values + [0.0]) / step) * step, math.ceil(max(values) * 1.05 / step) * step
     x0, x1 = min(xs), max(xs)
 
     def px(x: float) -> float:
@@ -47,9 +55,9 @@ def line_plot(series: dict[str, list[float]], xs: list[float], x_label: str, y_l
              f'font-family="sans-serif">',
              f'<line x1="{left}" y1="{py(low)}" x2="{width - right}" y2="{py(low)}" stroke="#444"/>',
              f'<line x1="{left}" y1="{top}" x2="{left}" y2="{py(low)}" stroke="#444"/>']
-    for i in range(6):
-        y = low + (high - low) * i / 5
-        parts.append(f'<text x="{left - 6}" y="{py(y) + 4:.1f}" text-anchor="end">{y:.2f}</text>'
+    for i in range(round((high - low) / step) + 1):
+        y = low + step * i
+        parts.append(f'<text x="{left - 6}" y="{py(y) + 4:.1f}" text-anchor="end">{y:g}</text>'
                      f'<line x1="{left}" y1="{py(y):.1f}" x2="{width - right}" y2="{py(y):.1f}" stroke="#eee"/>')
     for i in range(5):
         x = x0 + (x1 - x0) * i / 4
@@ -60,10 +68,11 @@ def line_plot(series: dict[str, list[float]], xs: list[float], x_label: str, y_l
                  f'{html.escape(y_label)}</text>')
     for i, (name, ys) in enumerate(series.items()):
         colour = COLOURS[i % len(COLOURS)]
+        stroke = 1.5 * (len(series) - i)  # earlier series drawn wider, so lines that coincide all stay visible
         points = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in zip(xs, ys))
-        parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="{stroke}"/>')
         parts.append(f'<line x1="{width - right + 12}" y1="{top + 10 + 18 * i}" x2="{width - right + 32}" '
-                     f'y2="{top + 10 + 18 * i}" stroke="{colour}" stroke-width="3"/>'
+                     f'y2="{top + 10 + 18 * i}" stroke="{colour}" stroke-width="{stroke}"/>'
                      f'<text x="{width - right + 38}" y="{top + 14 + 18 * i}">{html.escape(name)}</text>')
     parts.append("</svg>")
     return "".join(parts)
