@@ -66,19 +66,22 @@ def test_latent_interpolate_frames_video_latents_and_leaves_inputs_alone(comfy):
 
 
 def test_latent_interpolate_with_a_mask_and_per_item_keys(comfy):
+    node = interpolate_node(frames=3, a="noise_mask")
+    node["inputs"]["mask"] = ["nothing_travels", 0]
     prompt = {
         "a": latent(3, batch=2), "b": latent(4, batch=2),
-        "mask": {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 64, "height": 64}},
-        "noise_mask": {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["a", 0], "mask": ["mask", 0]}},
-        "i": {**interpolate_node(frames=3, a="noise_mask"), },
+        "nothing_travels": {"class_type": "SolidMask", "inputs": {"value": 0.0, "width": 64, "height": 64}},
+        "everywhere": {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 64, "height": 64}},
+        "noise_mask": {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["a", 0], "mask": ["everywhere", 0]}},
+        "i": node,
         "out": capture("i", "out"),
     }
-    prompt["i"]["inputs"]["mask"] = ["mask", 0]
     result = comfy.run(prompt)
     assert result.ok, result.error
     out = result.captured["out"]
-    assert out["samples"].shape == (6, 4, 8, 8)
-    assert "noise_mask" in out
+    # A mask of zeros keeps every frame at latent_a; the latent's own noise_mask (batch 1) is carried over as it was.
+    assert torch.equal(out["samples"], expected_latent(3, batch=2).repeat(3, 1, 1, 1))
+    assert out["noise_mask"].shape[0] == 1 and torch.equal(out["noise_mask"], torch.ones_like(out["noise_mask"]))
 
 
 def test_mismatched_latents_fail_with_a_message_naming_the_input(comfy):
