@@ -13,6 +13,7 @@ load_pack()
 from latent_space_control.core.interpolation import interpolate, interpolate_path, path_positions, seeded_noise  # noqa: E402
 from latent_space_control.core.sampling import karras_sigmas, sample_euler  # noqa: E402
 from latent_space_control.reference import oracle, world  # noqa: E402
+from latent_space_control.reference import evaluate, models  # noqa: E402
 from latent_space_control.reference.gmm import mode_frequency_error, standard_mixture  # noqa: E402
 
 EVALUATION_SEED = 20261123  # a fresh evaluation set, seeded apart from every test's
@@ -44,11 +45,31 @@ def reference_world_figures() -> dict:
     }
 
 
+@torch.inference_mode()
+def reference_family_figures() -> dict:
+    """The shipped models, each judged by the oracle or the grammar on a fresh evaluation set."""
+    family = models.load()
+    vae = evaluate.vae_attribute_preservation(family, 2000, seed=EVALUATION_SEED + 1)
+    t2i = evaluate.text_to_image_accuracy(family, 1024, seed=EVALUATION_SEED + 2)
+    clip = evaluate.clip_zero_shot(family, 2000, seed=EVALUATION_SEED + 3)
+    return {
+        "ref_vae_attribute_preservation": min(vae["colour"], vae["shape"]),
+        **{f"ref_vae_preservation_{name}": value for name, value in vae.items()},
+        "ref_t2i_color_accuracy": t2i["colour"],
+        "ref_t2i_shape_accuracy": t2i["shape"],
+        **{f"ref_t2i_{name}_accuracy": t2i[name] for name in ("size", "position", "background")},
+        "ref_clip_zeroshot_color": clip["colour"],
+        "ref_clip_zeroshot_shape": clip["shape"],
+        **{f"ref_clip_zeroshot_{name}": clip[name] for name in ("size", "position", "background")},
+        "ref_lm_grammatical": evaluate.lm_grammatical(family, 1000, seed=EVALUATION_SEED + 4),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true", help="print one JSON object of named figures")
     args = parser.parse_args()
-    report({**interpolation_figures(), **reference_world_figures()}, args.json)
+    report({**interpolation_figures(), **reference_world_figures(), **reference_family_figures()}, args.json)
 
 
 if __name__ == "__main__":

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import interpolation_panel
+from ..reference import models
+from . import interpolation_panel, reference_panel
 from .page import Progress, page
 
-PANELS = [interpolation_panel]  # each has render(out, progress) -> HTML and STEPS, its count of progress steps
+# Each has render(out, progress, family) -> HTML and STEPS, its count of progress steps.
+PANELS = [reference_panel, interpolation_panel]
 
 
 def render_demo(out_dir) -> Path:
     """Render every panel into ``out_dir``/index.html (images beside it); return the page's path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    progress = Progress(sum(panel.STEPS for panel in PANELS))
-    sections = [panel.render(out, progress) for panel in PANELS]
+    progress = Progress(1 + sum(panel.STEPS for panel in PANELS))
+    family = models.load()
+    progress.step("loading the reference world")
+    sections = [panel.render(out, progress, family) for panel in PANELS]
     index = out / "index.html"
     index.write_text(page("Latent Space Control — demo",
-                          "Each panel shows one control of the pack at work, with the figures that measure it.",
+                          "Each panel shows one control of the pack at work on the reference world the pack ships, with the figures that "
+                          "measure it. Everything here ran on the CPU, from the shipped weights.",
                           sections), encoding="utf-8")
     return index

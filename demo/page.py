@@ -87,7 +87,9 @@ def page(title: str, intro: str, panels: list[str]) -> str:
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
              "section{border-top:1px solid #ccc;margin-top:2em;padding-top:1em}"
              "img{image-rendering:pixelated;border:1px solid #ddd}.strip{margin:.3em 0}"
-             ".figures td{padding:2px 12px 2px 0}.figures td:last-child{font-family:monospace}")
+             ".figures td{padding:2px 12px 2px 0}.figures td:last-child{font-family:monospace}"
+             ".grid{display:flex;flex-wrap:wrap;gap:12px}.grid figure{margin:0;width:160px;font-size:12px}"
+             ".miss{color:#d62728}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1><p>{intro}</p>"
             + "".join(panels) + "</body></html>")

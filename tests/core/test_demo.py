@@ -2,9 +2,11 @@ import re
 import struct
 import zlib
 
+import pytest
 import torch
 
 from latent_space_control.demo import render_demo
+from latent_space_control.demo.reference_panel import showcase_scenes
 from latent_space_control.demo.page import write_png
 
 
@@ -34,16 +36,41 @@ def test_png_round_trip(tmp_path):
     assert torch.equal(read_png(tmp_path / "x.png"), (image * 255).round().to(torch.uint8))
 
 
-def test_demo_renders_the_interpolation_panel_with_its_figures(tmp_path):
-    index = render_demo(tmp_path / "demo")
-    text = index.read_text()
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    pytest.importorskip("diffusers", reason="the demo runs the reference world: pip install -e '.[reference]'")
+    out = tmp_path_factory.mktemp("demo")
+    with torch.inference_mode():
+        index = render_demo(out)
+    return out, index.read_text()
+
+
+def test_reference_panel_shows_generated_pictures_with_oracle_readings(demo):
+    out, text = demo
+    assert "<h2>Reference world</h2>" in text
+    captions = re.findall(r'<img src="sample_(\d+).png" alt="([^"]+)"><figcaption>([^<]+)<br><i>oracle:</i>', text)
+    assert len(captions) == 18
+    assert {caption for _, caption, _ in captions} == {scene.caption() for scene in showcase_scenes()}
+    for number, caption, shown in captions:
+        assert shown == caption and read_png(out / f"sample_{number}.png").shape == (96, 96, 3)
+    showcase = re.search(r"showcase above: oracle agrees with the caption \(colour, shape\)</td><td>([0-9.]+), ([0-9.]+)<",
+                         text)
+    assert float(showcase[1]) >= 0.85 and float(showcase[2]) >= 0.75
+    assert "LM: sentences in the grammar" in text and text.count("✓</li>") >= 5
+
+
+def test_interpolation_panel_decodes_seed_and_prompt_travel(demo):
+    out, text = demo
     assert "<h2>Latent Interpolate</h2>" in text and "<svg" in text
-    strips = {name: read_png(tmp_path / "demo" / f"interpolate_{name}.png") for name in ("lerp", "slerp")}
-    for name in strips:
+    for name in ("lerp", "slerp", "prompt_travel"):
         assert f'src="interpolate_{name}.png"' in text
-    figures = dict(re.findall(r"<td>([^<]+) midpoint std</td><td>([0-9.]+)</td>", text))
-    assert abs(float(figures["lerp"]) - 0.707) < 0.03 and abs(float(figures["slerp"]) - 1.0) < 0.03
-    # The middle lerp frame is visibly washed out next to slerp's: less spread in its pixel values.
-    frame_width = (strips["lerp"].shape[1] + 2) // 9
-    middle = slice(4 * frame_width, 5 * frame_width - 2)
-    assert strips["lerp"][:, middle].float().std() < 0.8 * strips["slerp"][:, middle].float().std()
+        assert read_png(out / f"interpolate_{name}.png").shape == (96, 9 * 98 - 2, 3)
+    figures = dict(re.findall(r"<td>([^<]+) midpoint noise std</td><td>([0-9.]+)</td>", text))
+    assert abs(float(figures["lerp"]) - 0.707) < 0.05 and abs(float(figures["slerp"]) - 1.0) < 0.05
+    readings = re.findall(r'alt="(lerp|slerp) seed travel"><br><small>([^<]+)</small>', text)
+    assert [method for method, _ in readings] == ["lerp", "slerp"]
+    assert all(len(line.split(" · ")) == 9 for _, line in readings)
+    # Both paths start and end exactly at the seeds' noises, so their first and last pictures are the same pixels.
+    lerp, slerp = read_png(out / "interpolate_lerp.png"), read_png(out / "interpolate_slerp.png")
+    assert torch.equal(lerp[:, :96], slerp[:, :96]) and torch.equal(lerp[:, -96:], slerp[:, -96:])
+    assert not torch.equal(lerp[:, 4 * 98:4 * 98 + 96], slerp[:, 4 * 98:4 * 98 + 96])
