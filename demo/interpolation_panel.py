@@ -10,8 +10,7 @@ import torch
 
 from ..core.interpolation import interpolate_embeddings, interpolate_path, path_positions, seeded_noise
 from ..reference import models, oracle
-from .page import figures_table, line_plot, write_png
-from .reference_panel import upscale
+from .page import figures_table, line_plot, upscale, write_png
 
 STEPS = 4
 FRAMES = 9
@@ -19,7 +18,7 @@ TRAVEL = ("a large red circle on the left, white background", "a large blue squa
 
 
 def strip(pictures: torch.Tensor) -> torch.Tensor:
-    """[N, 3, H, W] -> one row [H*SCALE, N*(W*SCALE+2)-2, 3] with white gaps."""
+    """[N, 3, H, W] -> one row of upscaled pictures with 2-pixel white gaps."""
     tiles = [upscale(picture) for picture in pictures]
     gap = torch.ones(tiles[0].shape[0], 2, 3)
     return torch.cat([part for tile in tiles for part in (tile, gap)][:-1], dim=1)

@@ -27,6 +27,11 @@ def write_png(path: Path, rgb: torch.Tensor) -> None:
                      + chunk(b"IEND", b""))
 
 
+def upscale(picture: torch.Tensor, scale: int = 3) -> torch.Tensor:
+    """A picture [3, H, W] as [H*scale, W*scale, 3], each pixel a scale×scale block (pixel art stays sharp)."""
+    return picture.permute(1, 2, 0).repeat_interleave(scale, 0).repeat_interleave(scale, 1)
+
+
 COLOURS = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e"]
 
 

@@ -9,16 +9,10 @@ from pathlib import Path
 import torch
 
 from ..reference import evaluate, grammar, oracle, world
-from .page import figures_table, write_png
+from .page import figures_table, upscale, write_png
 
 STEPS = 5
-SCALE = 3  # screen pixels per picture pixel
 SEED = 7
-
-
-def upscale(picture: torch.Tensor) -> torch.Tensor:
-    """[3, H, W] -> [H*SCALE, W*SCALE, 3]"""
-    return picture.permute(1, 2, 0).repeat_interleave(SCALE, 0).repeat_interleave(SCALE, 1)
 
 
 def showcase_scenes() -> list[world.Scene]:

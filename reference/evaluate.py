@@ -11,16 +11,12 @@ import torch
 from . import grammar, models, oracle, world
 
 
-def _agreement(readings: list[dict[str, str]], truths: list[dict[str, str]]) -> dict[str, float]:
-    return oracle.accuracy(readings, truths)
-
-
 @torch.no_grad()
 def vae_attribute_preservation(family: models.ReferenceWorld, count: int, seed: int) -> dict[str, float]:
     """How often the oracle reads the same attributes from a picture and from its VAE reconstruction."""
     pictures = world.render_batch(world.scenes(count, seed=seed))
     reconstructions = torch.cat([family.decode(family.encode(chunk)).clamp(0, 1) for chunk in pictures.split(256)])
-    return _agreement(oracle.read_batch(reconstructions), oracle.read_batch(pictures))
+    return oracle.accuracy(oracle.read_batch(reconstructions), oracle.read_batch(pictures))
 
 
 @torch.no_grad()
@@ -32,7 +28,7 @@ def text_to_image_accuracy(family: models.ReferenceWorld, count: int, seed: int,
     for start in range(0, count, batch):
         chunk = scenes[start:start + batch]
         pictures.append(family.generate([scene.caption() for scene in chunk], seed + start, steps, cfg_scale))
-    return _agreement(oracle.read_batch(torch.cat(pictures)), [scene.attributes() for scene in scenes])
+    return oracle.accuracy(oracle.read_batch(torch.cat(pictures)), [scene.attributes() for scene in scenes])
 
 
 @torch.no_grad()

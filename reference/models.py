@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from ..core.adapters import (TextEncoding, classifier_free_guidance, epsilon_denoiser, open_clip_image_scorer,
-                             open_clip_text_encoder, unet_epsilon, vae_decoder, vae_encoder)
+                             open_clip_text_encoder, sigmas_from_alphas_cumprod, unet_epsilon, vae_decoder,
+                             vae_encoder)
 from ..core.optional import require_package
 from ..core.interpolation import seeded_noise
 from ..core.sampling import karras_sigmas, sample_euler
@@ -32,8 +33,8 @@ UNET_CONFIG = dict(sample_size=world.SIZE // 4, in_channels=4, out_channels=4, l
                    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
                    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), block_out_channels=(48, 96),
                    attention_head_dim=8, norm_num_groups=16, cross_attention_dim=64)
-# Stable Diffusion's discrete noise schedule, predicting the noise.
 LATENT_SHAPE = (4, world.SIZE // 4, world.SIZE // 4)
+# Stable Diffusion's discrete noise schedule, predicting the noise.
 SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                         prediction_type="epsilon")
 LM_CONFIG = dict(n_positions=32, n_embd=64, n_layer=2, n_head=4)
@@ -134,7 +135,7 @@ class ReferenceWorld:
 
     def sigma_range(self) -> tuple[float, float]:
         """The smallest and largest noise level the UNet was trained at."""
-        sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod).sqrt()
+        sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod)
         return float(sigmas[0]), float(sigmas[-1])
 
     def sample_latents(self, context: torch.Tensor, noise: torch.Tensor, steps: int = 20, cfg_scale: float = 4.0,

@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..core.adapters import open_clip_image_scorer, open_clip_text_encoder
 from ..core.optional import require_package
 from . import grammar, models, world
 
@@ -90,11 +91,15 @@ def _caption_ids(scenes: list[world.Scene]) -> torch.Tensor:
     return torch.tensor([index[scene.caption()] for scene in scenes])
 
 
+def _clip_tokens(tokenizer, clip) -> Callable[[list[str]], torch.Tensor]:
+    """Texts -> token ids padded to the CLIP's context, as open_clip's HFTokenizer gives them once saved."""
+    return lambda texts: tokenizer(list(texts), padding="max_length", max_length=clip.context_length,
+                                   truncation=True, return_tensors="pt").input_ids
+
+
 def train_clip(scenes: list[world.Scene], pictures: torch.Tensor, tokenizer, log: Log, steps: int = 1500,
                batch: int = 128):
     open_clip = require_package("open_clip", "open_clip_torch", "training the reference CLIP")
-    from ..core.adapters import open_clip_image_scorer
-
     generator = _deterministic(SEED + 2)
     models.register_clip_config()
     clip = open_clip.create_model(models.CLIP_NAME)
@@ -102,8 +107,7 @@ def train_clip(scenes: list[world.Scene], pictures: torch.Tensor, tokenizer, log
     if vocab_size != len(tokenizer):
         raise ValueError(f"{models.CLIP_CONFIG_FILE.name} has vocab_size {vocab_size} but the tokenizer has "
                          f"{len(tokenizer)} tokens; update the config")
-    tokens = tokenizer(models.every_caption(), padding="max_length", max_length=clip.context_length,
-                       return_tensors="pt").input_ids
+    tokens = _clip_tokens(tokenizer, clip)(models.every_caption())
     caption_ids = _caption_ids(scenes)
     score = open_clip_image_scorer(clip)
 
@@ -125,8 +129,6 @@ def train_clip(scenes: list[world.Scene], pictures: torch.Tensor, tokenizer, log
 def train_unet(vae, clip, tokenizer, pictures: torch.Tensor, scenes: list[world.Scene], log: Log,
                steps: int = 3000, batch: int = 64, uncond_rate: float = 0.1):
     diffusers = require_package("diffusers", "diffusers", "training the reference UNet")
-    from ..core.adapters import open_clip_text_encoder
-
     generator = _deterministic(SEED + 3)
     scheduler = diffusers.DDPMScheduler(**models.SCHEDULER_CONFIG)
     unet = diffusers.UNet2DConditionModel(**models.UNET_CONFIG)
@@ -134,8 +136,7 @@ def train_unet(vae, clip, tokenizer, pictures: torch.Tensor, scenes: list[world.
         posteriors = [vae.encode(chunk * 2 - 1).latent_dist for chunk in pictures.split(512)]
         means = torch.cat([p.mean for p in posteriors]) * vae.config.scaling_factor
         stds = torch.cat([p.std for p in posteriors]) * vae.config.scaling_factor
-        encode = open_clip_text_encoder(clip, lambda texts: tokenizer(
-            texts, padding="max_length", max_length=clip.context_length, return_tensors="pt").input_ids)
+        encode = open_clip_text_encoder(clip, _clip_tokens(tokenizer, clip))
         captions = encode(models.every_caption()).hidden_states
         empty = encode([""]).hidden_states
     caption_ids = _caption_ids(scenes)
