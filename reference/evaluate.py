@@ -1,7 +1,8 @@
 """How good the trained reference family is, measured by the pixel oracle and the grammar, never by a model.
 
-Each function draws a fresh set from ``seed`` and returns per-attribute agreement in 0..1. The benchmarks run them
-at full size; the tests run them small.
+Each function draws a fresh set from ``seed`` and returns scores in 0..1: the three image measures a dict of
+agreement per attribute, ``lm_grammatical`` a single fraction. The benchmarks run them at full size; the tests run
+them small.
 """
 
 from __future__ import annotations

@@ -1,24 +1,26 @@
 """Retrain the reference family from scratch, deterministically, on the CPU.
 
-    python -m latent_space_control.reference train [--out DIR] [--only vae|clip|unet|lm]
+    python -m latent_space_control.reference train --out DIR [--only vae|clip|unet|lm]
 
-Order matters: the UNet learns in the VAE's latent space and attends to the CLIP text tower, so those two come first.
-Everything is seeded, runs with deterministic algorithms on two threads, and draws its data from the procedural
-world and the LM grammar; the same command on the same library versions writes the same bytes.
+``--out`` has no default, so a retraining never overwrites the shipped weights by accident; to replace them, name
+their folder (``reference/weights``). Order matters: the UNet learns in the VAE's latent space and attends to the
+CLIP text tower, so those two come first. Every stage is seeded, runs with deterministic algorithms on two threads
+(restoring the caller's torch settings afterwards), and draws its data from the procedural world and the LM grammar;
+the same command on the same library versions writes the same bytes.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 
-from ..core.adapters import open_clip_image_scorer, open_clip_text_encoder
+from ..core.adapters import open_clip_image_scorer, open_clip_text_encoder, vae_encoder
 from ..core.optional import require_package
 from . import grammar, models, world
 
@@ -29,11 +31,24 @@ STAGES = ("vae", "clip", "unet", "lm")
 Log = Callable[[str], None]
 
 
-def _deterministic(seed: int) -> torch.Generator:
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(THREADS)
-    return torch.Generator().manual_seed(seed)
+@contextmanager
+def deterministic(seed: int) -> Iterator[torch.Generator]:
+    """Seed torch's CPU generator, use deterministic algorithms on ``THREADS`` threads, and yield a private generator
+    for the training data; on exit the caller's RNG state, algorithm setting and thread count come back."""
+    algorithms = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    threads = torch.get_num_threads()
+    with torch.random.fork_rng(devices=[]):
+        # The CPU generator only (torch.manual_seed would also reseed CUDA's, which fork_rng(devices=[]) leaves
+        # alone): it seeds the models' initial weights and dropout; everything trains on the CPU.
+        torch.default_generator.manual_seed(seed)
+        torch.use_deterministic_algorithms(True)
+        torch.set_num_threads(THREADS)
+        try:
+            yield torch.Generator().manual_seed(seed)
+        finally:
+            torch.use_deterministic_algorithms(algorithms, warn_only=warn_only)
+            torch.set_num_threads(threads)
 
 
 def training_set(count: int = TRAIN_PICTURES, seed: int = SEED) -> tuple[list[world.Scene], torch.Tensor]:
@@ -43,20 +58,19 @@ def training_set(count: int = TRAIN_PICTURES, seed: int = SEED) -> tuple[list[wo
 
 def fit(parameters, loss_at: Callable[[int], torch.Tensor], steps: int, peak_lr: float, log: Log, name: str,
         weight_decay: float = 0.0) -> None:
-    """AdamW with a short warm-up and a cosine decay to zero; ``loss_at(step)`` draws its own batch."""
+    """AdamW with a short linear warm-up and a cosine decay to zero; ``loss_at(step)`` draws its own batch."""
+    optimization = require_package("diffusers.optimization", "diffusers", "the training's learning-rate schedule")
     parameters = [p for p in parameters if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=peak_lr, betas=(0.9, 0.99), weight_decay=weight_decay)
-    warmup = max(1, steps // 20)
+    schedule = optimization.get_cosine_schedule_with_warmup(optimizer, steps // 20, steps)
     start, running = time.perf_counter(), None
     for step in range(steps):
-        lr = peak_lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         loss = loss_at(step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
+        schedule.step()
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if (step + 1) % max(1, steps // 10) == 0 or step + 1 == steps:
             log(f"{name}: step {step + 1}/{steps}, loss {running:.4f}, {time.perf_counter() - start:.0f} s")
@@ -64,26 +78,26 @@ def fit(parameters, loss_at: Callable[[int], torch.Tensor], steps: int, peak_lr:
 
 def train_vae(pictures: torch.Tensor, log: Log, steps: int = 3000, batch: int = 32):
     diffusers = require_package("diffusers", "diffusers", "training the reference VAE")
-    generator = _deterministic(SEED + 1)
-    vae = diffusers.AutoencoderKL(**models.VAE_CONFIG)
-    with torch.no_grad():  # start the posterior narrow (std ~0.05): at std 1 its noise drowns the picture at first
-        vae.encoder.conv_out.bias[models.VAE_CONFIG["latent_channels"]:] = -6.0
-    targets = pictures * 2 - 1
+    with deterministic(SEED + 1) as generator:
+        vae = diffusers.AutoencoderKL(**models.VAE_CONFIG)
+        with torch.no_grad():  # start the posterior narrow (std ~0.05): at std 1 its noise drowns the picture at first
+            vae.encoder.conv_out.bias[models.VAE_CONFIG["latent_channels"]:] = -6.0
+        targets = pictures * 2 - 1
 
-    def loss_at(step: int) -> torch.Tensor:
-        x = targets[torch.randint(len(targets), (batch,), generator=generator)]
-        posterior = vae.encode(x).latent_dist
-        error = vae.decode(posterior.sample(generator)).sample - x
-        # L1 keeps edges sharp, the squared error punishes colour shifts; the weak KL term only keeps the latent
-        # from drifting to huge values.
-        return error.abs().mean() + error.pow(2).mean() + 1e-6 * posterior.kl().mean()
+        def loss_at(step: int) -> torch.Tensor:
+            x = targets[torch.randint(len(targets), (batch,), generator=generator)]
+            posterior = vae.encode(x).latent_dist
+            error = vae.decode(posterior.sample(generator)).sample - x
+            # L1 keeps edges sharp, the squared error punishes colour shifts; the weak KL term only keeps the latent
+            # from drifting to huge values.
+            return error.abs().mean() + error.pow(2).mean() + 1e-6 * posterior.kl().mean()
 
-    fit(vae.parameters(), loss_at, steps, 2e-3, log, "vae")
-    vae.eval()
-    with torch.no_grad():
-        spread = torch.cat([vae.encode(chunk * 2 - 1).latent_dist.mean for chunk in pictures.split(512)]).std()
-    vae.register_to_config(scaling_factor=round(1.0 / spread.item(), 5))
-    return vae
+        fit(vae.parameters(), loss_at, steps, 2e-3, log, "vae")
+        encode = vae_encoder(vae.eval())
+        with torch.no_grad():
+            spread = torch.cat([encode(chunk) for chunk in pictures.split(512)]).std()
+        vae.register_to_config(scaling_factor=round(1.0 / spread.item(), 5))
+        return vae
 
 
 def _caption_ids(scenes: list[world.Scene]) -> torch.Tensor:
@@ -100,83 +114,85 @@ def _clip_tokens(tokenizer, clip) -> Callable[[list[str]], torch.Tensor]:
 def train_clip(scenes: list[world.Scene], pictures: torch.Tensor, tokenizer, log: Log, steps: int = 1500,
                batch: int = 128):
     open_clip = require_package("open_clip", "open_clip_torch", "training the reference CLIP")
-    generator = _deterministic(SEED + 2)
-    models.register_clip_config()
-    clip = open_clip.create_model(models.CLIP_NAME)
-    vocab_size = clip.token_embedding.num_embeddings
-    if vocab_size != len(tokenizer):
-        raise ValueError(f"{models.CLIP_CONFIG_FILE.name} has vocab_size {vocab_size} but the tokenizer has "
-                         f"{len(tokenizer)} tokens; update the config")
-    tokens = _clip_tokens(tokenizer, clip)(models.every_caption())
-    caption_ids = _caption_ids(scenes)
-    score = open_clip_image_scorer(clip)
+    with deterministic(SEED + 2) as generator:
+        models.register_clip_config()
+        clip = open_clip.create_model(models.CLIP_NAME)
+        vocab_size = clip.token_embedding.num_embeddings
+        if vocab_size != len(tokenizer):
+            raise ValueError(f"{models.CLIP_CONFIG_FILE.name} has vocab_size {vocab_size} but the tokenizer has "
+                             f"{len(tokenizer)} tokens; update the config")
+        tokens = _clip_tokens(tokenizer, clip)(models.every_caption())
+        caption_ids = _caption_ids(scenes)
+        score = open_clip_image_scorer(clip)
 
-    def loss_at(step: int) -> torch.Tensor:
-        pick = torch.randint(len(pictures), (batch,), generator=generator)
-        ids = caption_ids[pick]
-        image_features = score(pictures[pick])
-        text_features = clip.encode_text(tokens[ids], normalize=True)
-        logits = clip.logit_scale.exp() * image_features @ text_features.T
-        # Several pictures in a batch can share a caption: every one of them is a positive, not a negative.
-        same = (ids[:, None] == ids[None, :]).float()
-        targets = same / same.sum(dim=1, keepdim=True)
-        return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+        def loss_at(step: int) -> torch.Tensor:
+            pick = torch.randint(len(pictures), (batch,), generator=generator)
+            ids = caption_ids[pick]
+            image_features = score(pictures[pick])
+            text_features = clip.encode_text(tokens[ids], normalize=True)
+            logits = clip.logit_scale.exp() * image_features @ text_features.T
+            # Several pictures in a batch can share a caption: every one of them is a positive, not a negative.
+            same = (ids[:, None] == ids[None, :]).float()
+            targets = same / same.sum(dim=1, keepdim=True)
+            return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
 
-    fit(clip.parameters(), loss_at, steps, 2e-3, log, "clip", weight_decay=0.05)
-    return clip.eval()
+        fit(clip.parameters(), loss_at, steps, 2e-3, log, "clip", weight_decay=0.05)
+        return clip.eval()
 
 
 def train_unet(vae, clip, tokenizer, pictures: torch.Tensor, scenes: list[world.Scene], log: Log,
                steps: int = 3000, batch: int = 64, uncond_rate: float = 0.1):
     diffusers = require_package("diffusers", "diffusers", "training the reference UNet")
-    generator = _deterministic(SEED + 3)
-    scheduler = diffusers.DDPMScheduler(**models.SCHEDULER_CONFIG)
-    unet = diffusers.UNet2DConditionModel(**models.UNET_CONFIG)
-    with torch.no_grad():
-        posteriors = [vae.encode(chunk * 2 - 1).latent_dist for chunk in pictures.split(512)]
-        means = torch.cat([p.mean for p in posteriors]) * vae.config.scaling_factor
-        stds = torch.cat([p.std for p in posteriors]) * vae.config.scaling_factor
-        encode = open_clip_text_encoder(clip, _clip_tokens(tokenizer, clip))
-        captions = encode(models.every_caption()).hidden_states
-        empty = encode([""]).hidden_states
-    caption_ids = _caption_ids(scenes)
-    alphas_cumprod = scheduler.alphas_cumprod
+    training_utils = require_package("diffusers.training_utils", "diffusers", "training the reference UNet")
+    with deterministic(SEED + 3) as generator:
+        scheduler = diffusers.DDPMScheduler(**models.SCHEDULER_CONFIG)
+        unet = diffusers.UNet2DConditionModel(**models.UNET_CONFIG)
+        with torch.no_grad():
+            # The whole posterior, not only the mean that core.adapters.vae_encoder gives: the UNet learns from
+            # samples of it.
+            posteriors = [vae.encode(chunk * 2 - 1).latent_dist for chunk in pictures.split(512)]
+            means = torch.cat([p.mean for p in posteriors]) * vae.config.scaling_factor
+            stds = torch.cat([p.std for p in posteriors]) * vae.config.scaling_factor
+            encode = open_clip_text_encoder(clip, _clip_tokens(tokenizer, clip))
+            captions = encode(models.every_caption()).hidden_states
+            empty = encode([""]).hidden_states
+        caption_ids = _caption_ids(scenes)
 
-    def loss_at(step: int) -> torch.Tensor:
-        pick = torch.randint(len(means), (batch,), generator=generator)
-        latents = means[pick] + stds[pick] * torch.randn(means[pick].shape, generator=generator)
-        context = captions[caption_ids[pick]]
-        dropped = torch.rand(batch, generator=generator) < uncond_rate  # classifier-free guidance dropout
-        context = torch.where(dropped[:, None, None], empty, context)
-        timesteps = torch.randint(len(alphas_cumprod), (batch,), generator=generator)
-        noise = torch.randn(latents.shape, generator=generator)
-        alpha_bar = alphas_cumprod[timesteps].reshape(-1, 1, 1, 1)
-        noisy = alpha_bar.sqrt() * latents + (1 - alpha_bar).sqrt() * noise
-        error = (unet(noisy, timesteps, encoder_hidden_states=context).sample - noise).pow(2).mean(dim=(1, 2, 3))
-        # Min-SNR weighting (Hang et al., 2023): the nearly clean steps stop dominating, training converges faster.
-        snr = alpha_bar.flatten() / (1 - alpha_bar.flatten())
-        return (error * snr.clamp(max=5.0) / snr).mean()
+        def loss_at(step: int) -> torch.Tensor:
+            pick = torch.randint(len(means), (batch,), generator=generator)
+            latents = means[pick] + stds[pick] * torch.randn(means[pick].shape, generator=generator)
+            context = captions[caption_ids[pick]]
+            dropped = torch.rand(batch, generator=generator) < uncond_rate  # classifier-free guidance dropout
+            context = torch.where(dropped[:, None, None], empty, context)
+            timesteps = torch.randint(scheduler.config.num_train_timesteps, (batch,), generator=generator)
+            noise = torch.randn(latents.shape, generator=generator)
+            noisy = scheduler.add_noise(latents, noise, timesteps)
+            error = (unet(noisy, timesteps, encoder_hidden_states=context).sample - noise).pow(2).mean(dim=(1, 2, 3))
+            # Min-SNR weighting (Hang et al., 2023): the nearly clean steps stop dominating, training converges
+            # faster.
+            snr = training_utils.compute_snr(scheduler, timesteps)
+            return (error * snr.clamp(max=5.0) / snr).mean()
 
-    fit(unet.parameters(), loss_at, steps, 1e-3, log, "unet")
-    return unet.eval(), scheduler
+        fit(unet.parameters(), loss_at, steps, 1e-3, log, "unet")
+        return unet.eval(), scheduler
 
 
 def train_lm(tokenizer, log: Log, steps: int = 1500, batch: int = 64):
     transformers = require_package("transformers", "transformers", "training the reference LM")
-    generator = _deterministic(SEED + 4)
-    config = transformers.GPT2Config(vocab_size=len(tokenizer), bos_token_id=models.BOS, eos_token_id=models.EOS,
-                                     pad_token_id=models.PAD, **models.LM_CONFIG)
-    lm = transformers.GPT2LMHeadModel(config)
-    encoded = tokenizer(grammar.sentences(20000, seed=SEED), padding="longest", return_tensors="pt")
-    ids, mask = encoded.input_ids, encoded.attention_mask
-    labels = ids.masked_fill(mask == 0, -100)
+    with deterministic(SEED + 4) as generator:
+        config = transformers.GPT2Config(vocab_size=len(tokenizer), bos_token_id=models.BOS,
+                                         eos_token_id=models.EOS, pad_token_id=models.PAD, **models.LM_CONFIG)
+        lm = transformers.GPT2LMHeadModel(config)
+        encoded = tokenizer(grammar.sentences(20000, seed=SEED), padding="longest", return_tensors="pt")
+        ids, mask = encoded.input_ids, encoded.attention_mask
+        labels = ids.masked_fill(mask == 0, -100)
 
-    def loss_at(step: int) -> torch.Tensor:
-        pick = torch.randint(len(ids), (batch,), generator=generator)
-        return lm(input_ids=ids[pick], attention_mask=mask[pick], labels=labels[pick]).loss
+        def loss_at(step: int) -> torch.Tensor:
+            pick = torch.randint(len(ids), (batch,), generator=generator)
+            return lm(input_ids=ids[pick], attention_mask=mask[pick], labels=labels[pick]).loss
 
-    fit(lm.parameters(), loss_at, steps, 3e-3, log, "lm", weight_decay=0.01)
-    return lm.eval()
+        fit(lm.parameters(), loss_at, steps, 3e-3, log, "lm", weight_decay=0.01)
+        return lm.eval()
 
 
 def save_clip(clip, tokenizer, folder: Path) -> None:
@@ -191,7 +207,13 @@ def save_clip(clip, tokenizer, folder: Path) -> None:
     models.save_tokenizer(folder)
 
 
-def train(out: Path = models.WEIGHTS, only: str | None = None, log: Log = print) -> None:
+def save_lm(lm, folder: Path) -> None:
+    """A transformers folder: the LM and the tokenizer beside it."""
+    lm.save_pretrained(folder)
+    models.save_tokenizer(folder)
+
+
+def train(out: Path | str, only: str | None = None, log: Log = print) -> None:
     """Train every stage (or ``only`` one, reusing the others' saved weights from ``out``) into ``out``."""
     out = Path(out)
     start = time.perf_counter()
@@ -208,7 +230,5 @@ def train(out: Path = models.WEIGHTS, only: str | None = None, log: Log = print)
         unet.save_pretrained(out / "unet")
         scheduler.save_pretrained(out / "scheduler")
     if "lm" in stages:
-        lm = train_lm(tokenizer, log)
-        lm.save_pretrained(out / "lm")
-        models.save_tokenizer(out / "lm")
+        save_lm(train_lm(tokenizer, log), out / "lm")
     log(f"trained {', '.join(stages)} in {time.perf_counter() - start:.0f} s into {out}")

@@ -1,5 +1,12 @@
 """The shipped reference family: it loads offline as stock library models, meets its quality thresholds on small
-fresh evaluations, and the training code is deterministic and writes folders the loaders read back."""
+fresh evaluations, and the training code writes the same bytes in any process, leaves torch's global state as it
+found it, and writes folders the loaders read back."""
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,6 +37,10 @@ def test_shipped_weights_are_safetensors_within_20_mb():
     assert sum(path.stat().st_size for path in files) <= 20 * 2 ** 20
 
 
+def _shapes(model: torch.nn.Module) -> dict[str, torch.Size]:
+    return {name: tensor.shape for name, tensor in model.state_dict().items()}
+
+
 def test_family_loads_as_stock_library_models(family):
     import diffusers
     import open_clip
@@ -40,8 +51,8 @@ def test_family_loads_as_stock_library_models(family):
     assert family.unet.config.cross_attention_dim == family.clip.transformer.width
     assert isinstance(family.clip, open_clip.CLIP) and isinstance(family.clip_tokenizer, open_clip.tokenizer.HFTokenizer)
     assert isinstance(family.lm, transformers.GPT2LMHeadModel)
-    models.register_clip_config()
-    assert models.CLIP_NAME in open_clip.list_models()
+    models.register_clip_config()  # the config file in the repository builds the shipped CLIP's architecture
+    assert _shapes(open_clip.create_model(models.CLIP_NAME)) == _shapes(family.clip)
 
 
 def test_callables_have_the_engine_shapes(family):
@@ -96,15 +107,61 @@ def test_tokenizer_round_trips_captions_and_sentences():
     assert tokenizer.batch_decode(ids, skip_special_tokens=True) == texts
 
 
-def test_training_is_deterministic(tmp_path):
-    tokenizer = models.build_tokenizer()
-    first, again = (train.train_lm(tokenizer, log=lambda _: None, steps=3, batch=8) for _ in range(2))
-    for (name, a), (_, b) in zip(first.state_dict().items(), again.state_dict().items()):
-        assert torch.equal(a, b), name
-    pictures = world.render_batch(world.scenes(16, seed=0))
-    vaes = [train.train_vae(pictures, log=lambda _: None, steps=2, batch=4) for _ in range(2)]
-    for (name, a), (_, b) in zip(vaes[0].state_dict().items(), vaes[1].state_dict().items()):
-        assert torch.equal(a, b), name
+# A short training of the LM and VAE stages, saved as train() saves them into sys.argv[1]. Given a second argument,
+# the process first puts torch's global state somewhere else, which the stages must not depend on.
+SHORT_TRAINING = """
+import sys
+from pathlib import Path
+import torch
+from latent_space_control.reference import models, train, world
+out = Path(sys.argv[1])
+if len(sys.argv) > 2:
+    torch.manual_seed(999)
+    torch.set_num_threads(1)
+train.save_lm(train.train_lm(models.build_tokenizer(), log=print, steps=3, batch=8), out / "lm")
+pictures = world.render_batch(world.scenes(16, seed=0))
+train.train_vae(pictures, log=print, steps=2, batch=4).save_pretrained(out / "vae")
+"""
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in folder.rglob("*") if path.is_file()}
+
+
+def test_retraining_in_another_process_writes_the_same_bytes(tmp_path):
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    runs = [subprocess.Popen([sys.executable, "-c", SHORT_TRAINING, str(tmp_path / "first")], env=environment,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
+            subprocess.Popen([sys.executable, "-c", SHORT_TRAINING, str(tmp_path / "disturbed"), "disturbed"],
+                             env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)]
+    for run in runs:  # both at once: each takes a few seconds, mostly importing the libraries
+        output, _ = run.communicate(timeout=120)
+        assert run.returncode == 0, output
+    first = _digests(tmp_path / "first")
+    assert {"lm/model.safetensors", "lm/tokenizer.json", "vae/diffusion_pytorch_model.safetensors"} <= first.keys()
+    assert _digests(tmp_path / "disturbed") == first
+
+
+@pytest.mark.parametrize("deterministic, warn_only", [(False, False), (True, True)])
+def test_training_leaves_the_global_torch_state_as_it_found_it(deterministic, warn_only):
+    pictures = world.render_batch(world.scenes(4, seed=0))
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.get_num_threads(), torch.get_rng_state())
+    try:
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.set_num_threads(1)
+        torch.manual_seed(123)
+        rng_state = torch.get_rng_state()
+        train.train_vae(pictures, log=lambda _: None, steps=1, batch=2)
+        assert torch.are_deterministic_algorithms_enabled() == deterministic
+        assert torch.is_deterministic_algorithms_warn_only_enabled() == warn_only
+        assert torch.get_num_threads() == 1
+        assert torch.equal(torch.get_rng_state(), rng_state)
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.set_num_threads(saved[2])
+        torch.set_rng_state(saved[3])
 
 
 def test_saved_clip_folder_loads_back_the_same_model(tmp_path):
