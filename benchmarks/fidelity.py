@@ -10,7 +10,8 @@ import torch
 from _bootstrap import load_pack, report
 
 load_pack()
-from latent_space_control.core.interpolation import interpolate, interpolate_path, path_positions, seeded_noise  # noqa: E402
+from latent_space_control.core.interpolation import interpolate, interpolate_path, path_positions  # noqa: E402
+from latent_space_control.core.noise import seeded_noise  # noqa: E402
 from latent_space_control.core.sampling import karras_sigmas, sample_euler  # noqa: E402
 from latent_space_control.reference import oracle, world  # noqa: E402
 from latent_space_control.reference import evaluate, models  # noqa: E402
@@ -37,7 +38,8 @@ def reference_world_figures() -> dict:
     per_attribute = oracle.accuracy(readings, [scene.attributes() for scene in scenes])
     mixture = standard_mixture()
     noise = torch.randn((8000, *mixture.shape), generator=torch.Generator().manual_seed(EVALUATION_SEED))
-    samples = sample_euler(mixture.denoise, noise, karras_sigmas(32, 0.002, 80.0))
+    sigmas = karras_sigmas(32, 0.002, 80.0)
+    samples = sample_euler(mixture.denoise, noise * sigmas[0], sigmas)
     return {
         "ref_oracle_accuracy": min(per_attribute.values()),
         **{f"ref_oracle_accuracy_{name}": value for name, value in per_attribute.items()},

@@ -1,9 +1,11 @@
-"""Interpolation between tensors: lerp, slerp, nlerp and variance-preserving paths, easing, keyframed paths, seed travel.
+"""Interpolation between tensors: lerp, slerp, nlerp and variance-preserving paths, easing, keyframed paths.
 
 Every method is a per-vector combination ``out = c_a * a + c_b * b``; a *vector* is everything from ``start_dim`` on
 (``start_dim=1``: one vector per latent sample; ``start_dim=-1``: one vector per token of a conditioning). Only the
-scalar coefficients differ between methods: slerp and nlerp read each vector's norm and angle in one reduction sweep,
-then every method is a single multiply-add over the tensors.
+coefficients differ between methods: lerp and the variance-preserving path use the same scalars for every vector;
+slerp and nlerp first read each vector's norm and its dot product with its partner in one sweep over the inputs, and
+compute every vector's coefficients as small tensors. Then each frame is one multiply and one multiply-add over the
+whole tensors.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ EASINGS: dict[str, Callable[[float], float]] = {
 # Below this sin(angle) the great circle is numerically undefined: parallel vectors take the nlerp limit, antiparallel
 # ones turn through a fixed orthogonal direction. Float32 dot products resolve the angle to about 1e-3 near 0 and pi.
 _DEGENERATE_SIN = 5e-3
-# From this length on, a vector's norms and dot product are taken by BLAS row by row on the CPU.
+# From this length on, the CPU works through the vectors one by one: BLAS dot products for their geometry, then one
+# fused pass per vector for the combination (a whole-tensor multiply and multiply-add would be two passes).
 _LONG_ROW = 1 << 14
 
 
@@ -50,28 +53,48 @@ def path_positions(frames: int, t_start: float, t_end: float, easing: str = "lin
     return [t_start + (t_end - t_start) * ease(i / (frames - 1), easing) for i in range(frames)]
 
 
-def _coefficients(method: str, t: float, ra: float, rb: float, cos: float) -> tuple[float, float, float]:
-    """Coefficients (c_a, c_b, c_orth) of ``a``, ``b`` and a unit vector orthogonal to ``a`` for one vector pair with
-    norms ``ra``, ``rb`` and cosine ``cos``; slerp and nlerp keep the norm on the straight line between ra and rb."""
-    if method == "lerp":
-        return 1.0 - t, t, 0.0
-    if method == "variance_preserving":
-        return math.cos(t * math.pi / 2), math.sin(t * math.pi / 2), 0.0
-    radius = max((1.0 - t) * ra + t * rb, 0.0)
-    if ra == 0.0 or rb == 0.0:  # a zero endpoint has no direction: travel along the other one's
-        return (radius / ra if ra > 0 else 0.0), (radius / rb if rb > 0 else 0.0), 0.0
-    sin = math.sqrt(max(1.0 - cos * cos, 0.0))
-    if sin <= _DEGENERATE_SIN and cos < 0:  # antiparallel: turn through a fixed orthogonal direction
-        return radius * math.cos(math.pi * t) / ra, 0.0, radius * math.sin(math.pi * t)
-    if method == "slerp" and sin > _DEGENERATE_SIN:
-        theta = math.atan2(sin, cos)
-        sa, sb = math.sin((1.0 - t) * theta) / sin, math.sin(t * theta) / sin
-    else:  # nlerp, and slerp's limit for (nearly) parallel vectors
-        sa, sb = 1.0 - t, t
+def frame_positions(frames: int, t: float, t_start: float, t_end: float,
+                    easing: str = "linear") -> list[float]:
+    """The positions a node's frame inputs ask for: ``t`` alone for one frame, else ``frames`` positions from
+    ``t_start`` to ``t_end`` spaced by the easing."""
+    return [float(t)] if frames == 1 else path_positions(frames, t_start, t_end, easing)
+
+
+def _antiparallel(ra: torch.Tensor, rb: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+    """Which vector pairs point (nearly) opposite ways, where no great circle is defined: [N] booleans."""
+    sin = (1.0 - cos * cos).clamp_min(0.0).sqrt()
+    return (sin <= _DEGENERATE_SIN) & (cos < 0) & (ra > 0) & (rb > 0)
+
+
+def _slerp_coefficients(method: str, t: float, ra: torch.Tensor, rb: torch.Tensor,
+                        cos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Coefficients (c_a, c_b, c_orth), each [N], of ``a``, ``b`` and a unit vector orthogonal to ``a`` for N vector
+    pairs with norms ``ra``, ``rb`` and cosines ``cos``; slerp and nlerp keep the norm on the straight line between ra
+    and rb. Tensor operations only, so nothing waits on the device."""
+    radius = ((1.0 - t) * ra + t * rb).clamp_min(0.0)
+    a_zero, b_zero = ra == 0, rb == 0
+    ra_safe, rb_safe = torch.where(a_zero, 1.0, ra), torch.where(b_zero, 1.0, rb)
+    sin = (1.0 - cos * cos).clamp_min(0.0).sqrt()
+    if method == "slerp":  # the great circle, except where it is numerically undefined
+        great = sin > _DEGENERATE_SIN
+        theta, sin_safe = torch.atan2(sin, cos), torch.where(great, sin, 1.0)
+        sa = torch.where(great, torch.sin((1.0 - t) * theta) / sin_safe, 1.0 - t)
+        sb = torch.where(great, torch.sin(t * theta) / sin_safe, t)
+    else:  # nlerp, which is also slerp's limit for (nearly) parallel vectors
+        sa, sb = torch.full_like(cos, 1.0 - t), torch.full_like(cos, t)
     # Normalise the unit-vector combination analytically: its norm follows from the scalars, no extra tensor pass.
-    direction_norm = math.sqrt(max(sa * sa + sb * sb + 2.0 * sa * sb * cos, 0.0))
-    scale = radius / direction_norm if direction_norm > 0 else 0.0
-    return scale * sa / ra, scale * sb / rb, 0.0
+    direction_norm = (sa * sa + sb * sb + 2.0 * sa * sb * cos).clamp_min(0.0).sqrt()
+    scale = torch.where(direction_norm > 0, radius / torch.where(direction_norm > 0, direction_norm, 1.0), 0.0)
+    ca, cb = scale * sa / ra_safe, scale * sb / rb_safe
+    # Antiparallel: turn through a fixed orthogonal direction, the norm still moving from ra to rb.
+    antiparallel = _antiparallel(ra, rb, cos)
+    ca = torch.where(antiparallel, radius * math.cos(math.pi * t) / ra_safe, ca)
+    cb = torch.where(antiparallel, 0.0, cb)
+    c_orth = torch.where(antiparallel, radius * math.sin(math.pi * t), 0.0)
+    # A zero endpoint has no direction: travel along the other one's.
+    ca = torch.where(a_zero, 0.0, torch.where(b_zero, radius / ra_safe, ca))
+    cb = torch.where(b_zero, 0.0, torch.where(a_zero, radius / rb_safe, cb))
+    return ca, cb, c_orth
 
 
 def _orthogonal_unit(a_rows: torch.Tensor) -> torch.Tensor:
@@ -83,36 +106,57 @@ def _orthogonal_unit(a_rows: torch.Tensor) -> torch.Tensor:
     return (p / p.norm(dim=-1, keepdim=True)).to(a_rows.dtype)
 
 
-def _row_geometry(a: torch.Tensor, b: torch.Tensor) -> list[tuple[float, float, float]]:
-    """(norm of a, norm of b, cosine between them) for each row of a, b: [N, D]."""
-    if a.device.type == "cpu" and a.shape[1] >= _LONG_ROW:
-        # A few long vectors (latent samples): BLAS dot products row by row, no temporary the size of the input.
+def _row_by_row(rows: torch.Tensor) -> bool:
+    return rows.device.type == "cpu" and rows.shape[1] >= _LONG_ROW
+
+
+def _row_geometry(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Norms of a, norms of b and the cosines between them, each [N], for rows a, b: [N, D]."""
+    if _row_by_row(a):  # no temporary the size of the input
         squares = torch.stack([torch.stack([torch.dot(x, x), torch.dot(y, y), torch.dot(x, y)]) for x, y in zip(a, b)])
     else:
         squares = torch.stack([torch.linalg.vecdot(a, a), torch.linalg.vecdot(b, b), torch.linalg.vecdot(a, b)], dim=1)
-    geometry = []
-    for xx, yy, xy in squares.double().tolist():
-        ra, rb = math.sqrt(max(xx, 0.0)), math.sqrt(max(yy, 0.0))
-        cos = xy / (ra * rb) if ra > 0 and rb > 0 else 1.0
-        geometry.append((ra, rb, min(max(cos, -1.0), 1.0)))
-    return geometry
+    # The coefficients in double precision where the device has it (Apple's MPS has not).
+    squares = squares.to(torch.float32 if a.device.type == "mps" else torch.float64)
+    ra, rb = squares[:, 0].clamp_min(0.0).sqrt(), squares[:, 1].clamp_min(0.0).sqrt()
+    cos = torch.where((ra > 0) & (rb > 0), squares[:, 2] / (ra * rb).clamp_min(torch.finfo(squares.dtype).tiny), 1.0)
+    return ra, rb, cos.clamp(-1.0, 1.0)
+
+
+def _combine_rows(a: torch.Tensor, b: torch.Tensor, ca: torch.Tensor, cb: torch.Tensor, out: torch.Tensor) -> None:
+    """out = ca * a + cb * b for rows a, b: [N, D] and coefficients [N]."""
+    if _row_by_row(a):
+        # addr computes beta * x + alpha * (1 outer y) in a single pass; the coefficients are already on the host.
+        one = torch.ones(1, dtype=a.dtype)
+        for x, y, alpha, beta, row in zip(a, b, cb.tolist(), ca.tolist(), out):
+            torch.addr(x[None], one, y, beta=beta, alpha=alpha, out=row[None])
+    else:  # no loop and no read back, so nothing waits on the device
+        torch.mul(a, ca.to(a.dtype).unsqueeze(-1), out=out).addcmul_(b, cb.to(a.dtype).unsqueeze(-1))
 
 
 def _combine(a: torch.Tensor, b: torch.Tensor, ts: Sequence[float], method: str, out: torch.Tensor) -> None:
-    """out[f] = c_a * a + c_b * b row by row, for rows a, b: [N, D] and out: [F, N, D]: one sweep for the rows'
-    geometry, then one whole-tensor multiply-add per frame."""
+    """out[f] = c_a * a + c_b * b row by row, for rows a, b: [N, D] and out: [F, N, D]. Lerp and the
+    variance-preserving path have the same scalar coefficients for every row. Slerp and nlerp first sweep the inputs
+    once for each row's norms and dot product, compute all rows' coefficients at once as [N] tensors, then combine."""
     compute = torch.float32 if a.dtype in (torch.float16, torch.bfloat16) else a.dtype
     a, b = a.to(compute), b.to(compute)
-    geometry = _row_geometry(a, b) if method in ("slerp", "nlerp") else [(1.0, 1.0, 1.0)] * a.shape[0]
+    if method in ("slerp", "nlerp"):
+        geometry = _row_geometry(a, b)
+        antiparallel = _antiparallel(*geometry)
+        # The call's one read back from the device: whether the antiparallel edge case occurs at all.
+        rows = antiparallel.nonzero().flatten() if bool(antiparallel.any()) else None
+        orthogonal = None if rows is None else _orthogonal_unit(a[rows])
     for f, t in enumerate(ts):
-        coefficients = torch.tensor([_coefficients(method, t, *g) for g in geometry], dtype=compute)
-        ca, cb, corth = coefficients.to(a.device).unsqueeze(-1).unbind(1)
         frame = out[f] if out.dtype == compute else torch.empty(a.shape, dtype=compute, device=a.device)
-        torch.mul(a, ca, out=frame)
-        frame.addcmul_(b, cb)
-        antiparallel = coefficients[:, 2] != 0
-        if antiparallel.any():
-            frame[antiparallel] += corth[antiparallel] * _orthogonal_unit(a[antiparallel])
+        if method == "lerp":
+            torch.lerp(a, b, t, out=frame)
+        elif method == "variance_preserving":
+            torch.mul(a, math.cos(t * math.pi / 2), out=frame).add_(b, alpha=math.sin(t * math.pi / 2))
+        else:
+            ca, cb, c_orth = _slerp_coefficients(method, t, *geometry)
+            _combine_rows(a, b, ca, cb, frame)
+            if rows is not None:
+                frame[rows] += c_orth[rows].to(compute).unsqueeze(-1) * orthogonal
         if out.dtype != compute:
             out[f] = frame
 
@@ -259,42 +303,3 @@ def keyframe_path(keys: torch.Tensor, frames_per_segment: int, method: str = "sl
             frames[-frames_per_segment] = keys[s:s + 1].clone()  # the keyframe itself, exactly
     frames.append(keys[-1:].clone())
     return torch.cat(frames, dim=0)
-
-
-def seeded_noise(seed: int, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Standard Gaussian noise from ``seed`` on the CPU generator: for a batch-1 shape this is the noise ComfyUI's own
-    seeded noise gives for that seed, so a seed's picture is reproduced exactly at its keyframe."""
-    generator = torch.Generator(device="cpu").manual_seed(int(seed))
-    return torch.randn(tuple(shape), generator=generator, dtype=dtype, device="cpu")
-
-
-def noise_travel(seeds: Sequence[int], sample_shape: Sequence[int], frames: int, easing: str = "linear",
-                 indices: Sequence[int] | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Noise travelling through the seeds' noises over ``frames`` frames: [len(indices), *sample_shape].
-
-    Consecutive seeds are joined by the variance-preserving path cos(pi t/2) n_i + sin(pi t/2) n_j, so every frame of
-    independent Gaussian noises is itself exactly standard Gaussian. Seed k sits at frame k * (frames-1) / (K-1).
-    ``indices`` picks frames (default: all).
-    """
-    if len(seeds) < 2:
-        raise ValueError(f"{len(seeds)} seed given; expected at least 2 seeds to travel between")
-    if frames < 1:
-        raise ValueError(f"frames is {frames}; expected at least 1")
-    indices = list(range(frames)) if indices is None else [int(i) for i in indices]
-    if any(i < 0 or i >= frames for i in indices):
-        raise ValueError(f"frame indices {indices} fall outside 0..{frames - 1}")
-    noises = {}
-
-    def noise(k: int) -> torch.Tensor:
-        if k not in noises:
-            noises[k] = seeded_noise(seeds[k], (1, *sample_shape), dtype)[0]
-        return noises[k]
-
-    segments = len(seeds) - 1
-    out = torch.empty((len(indices), *sample_shape), dtype=dtype)
-    for row, i in enumerate(indices):
-        position = 0.0 if frames == 1 else i * segments / (frames - 1)
-        s = min(int(position), segments - 1)
-        u = ease(position - s, easing)
-        out[row] = interpolate(noise(s), noise(s + 1), u, "variance_preserving", start_dim=0)
-    return out

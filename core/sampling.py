@@ -1,5 +1,10 @@
 """A standard diffusion sampler over any denoiser ``x, sigma -> x0``: the schedule of Karras et al. (2022) and their
-deterministic Euler method. The engine's guidance and the reference world are checked against it."""
+deterministic Euler method.
+
+Conventions are k-diffusion's and ComfyUI's, so samplers and guidance ported from either fit unchanged: the sampler
+takes ``x`` already scaled to the first noise level (``noise * sigmas[0]``), and calls ``callback`` with a dict
+``{"x", "i", "sigma", "denoised"}`` after every step.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import Callable
 import torch
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+StepCallback = Callable[[dict], None]
 
 
 def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
@@ -20,15 +26,14 @@ def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7
     return torch.cat([sigmas, sigmas.new_zeros(1)]).float()
 
 
-def sample_euler(denoiser: Denoiser, noise: torch.Tensor, sigmas: torch.Tensor,
-                 callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
-    """Integrate the probability-flow ODE dx/dsigma = (x - x0(x, sigma)) / sigma from ``noise`` (unit Gaussian,
-    scaled here by sigmas[0]) down the schedule; ``callback(step, x, denoised)`` after every step."""
-    x = noise * sigmas[0]
+def sample_euler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor,
+                 callback: StepCallback | None = None) -> torch.Tensor:
+    """Integrate the probability-flow ODE dx/dsigma = (x - x0(x, sigma)) / sigma from ``x`` at noise level
+    ``sigmas[0]`` (unit noise times sigmas[0]) down the schedule."""
     for i in range(len(sigmas) - 1):
         sigma = sigmas[i].expand(x.shape[0])
         denoised = denoiser(x, sigma)
-        x = x + (x - denoised) / sigmas[i] * (sigmas[i + 1] - sigmas[i])
         if callback is not None:
-            callback(i, x, denoised)
+            callback({"x": x, "i": i, "sigma": sigmas[i], "denoised": denoised})
+        x = x + (x - denoised) / sigmas[i] * (sigmas[i + 1] - sigmas[i])
     return x

@@ -1,30 +1,21 @@
-"""The demo page's parts: PNG files from tensors, inline SVG line plots, the HTML page and a progress bar."""
+"""The demo page's parts: PNG files from tensors, inline SVG line plots, the HTML page and its progress bar."""
 
 from __future__ import annotations
 
 import html
 import math
-import struct
 import sys
-import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from PIL import Image
+from tqdm import tqdm
 
 
 def write_png(path: Path, rgb: torch.Tensor) -> None:
     """Write an image [H, W, 3] with values in 0..1 as an 8-bit PNG."""
-    pixels = (rgb.clamp(0, 1) * 255).round().to(torch.uint8)
-    height, width, _ = pixels.shape
-    rows = pixels.reshape(height, width * 3).tolist()
-    raw = b"".join(b"\x00" + bytes(row) for row in rows)  # filter type 0 on every row
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9))
-                     + chunk(b"IEND", b""))
+    Image.fromarray((rgb.clamp(0, 1) * 255).round().to(torch.uint8).numpy()).save(path)
 
 
 def upscale(picture: torch.Tensor, scale: int = 3) -> torch.Tensor:
@@ -89,9 +80,12 @@ def figures_table(figures: dict[str, str]) -> str:
 
 
 def page(title: str, intro: str, panels: list[str]) -> str:
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+    style = ("body{font-family:sans-serif;max-width:1320px;margin:2em auto;color:#222}"
              "section{border-top:1px solid #ccc;margin-top:2em;padding-top:1em}"
-             "img{image-rendering:pixelated;border:1px solid #ddd}.strip{margin:.3em 0}"
+             "img{image-rendering:pixelated;border:1px solid #ddd}"
+             ".frames{display:flex;flex-wrap:wrap;gap:3px;margin:.3em 0 1.2em}"
+             ".frames figure{margin:0;width:98px;font-size:11px;line-height:1.3}.frames img{display:block}"
+             ".frames .marked img{border-color:#d62728;outline:2px solid #d62728}"
              ".figures td{padding:2px 12px 2px 0}.figures td:last-child{font-family:monospace}"
              ".grid{display:flex;flex-wrap:wrap;gap:12px}.grid figure{margin:0;width:160px;font-size:12px}"
              ".miss{color:#d62728}")
@@ -100,16 +94,20 @@ def page(title: str, intro: str, panels: list[str]) -> str:
             + "".join(panels) + "</body></html>")
 
 
-class Progress:
-    """A one-line text progress bar on stderr."""
+def progress_bar(total: int) -> tqdm:
+    """One text progress bar on stderr over the whole page; ``step`` names what runs."""
+    return tqdm(total=total, file=sys.stderr, unit="step", dynamic_ncols=True)
 
-    def __init__(self, total: int):
-        self.total, self.done = total, 0
 
-    def step(self, label: str) -> None:
-        self.done += 1
-        filled = round(20 * self.done / self.total)
-        sys.stderr.write(f"\r[{'#' * filled}{'-' * (20 - filled)}] {self.done}/{self.total} {label:<40}")
-        if self.done == self.total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+@contextmanager
+def step(progress: tqdm, label: str):
+    """Show ``label`` on the bar while the block runs; count it as one step when it is done."""
+    progress.set_description(label)
+    yield
+    progress.update()
+
+
+def node_section(display_name: str, node_id: str, body: str) -> str:
+    """A panel about one node, headed by the display name artists see in ComfyUI's menu."""
+    return (f'<section id="{node_id}"><h2>{html.escape(display_name)}</h2>'
+            f"<p><small>node <code>{node_id}</code></small></p>{body}</section>")

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from ..reference import evaluate, grammar, oracle, world
-from .page import figures_table, upscale, write_png
+from .page import figures_table, step, upscale, write_png
 
 STEPS = 5
 SEED = 7
@@ -32,26 +32,26 @@ def reading_html(reading: dict[str, str], truth: dict[str, str]) -> str:
 
 def render(out: Path, progress, family) -> str:
     scenes = showcase_scenes()
-    with torch.no_grad():
-        pictures = family.generate([scene.caption() for scene in scenes], SEED)
-    readings = oracle.read_batch(pictures)
-    cells = []
-    for index, (scene, picture, reading) in enumerate(zip(scenes, pictures, readings)):
-        write_png(out / f"sample_{index:02d}.png", upscale(picture))
-        cells.append(f'<figure><img src="sample_{index:02d}.png" alt="{html.escape(scene.caption())}">'
-                     f"<figcaption>{html.escape(scene.caption())}<br><i>oracle:</i> "
-                     f"{reading_html(reading, scene.attributes())}</figcaption></figure>")
-    progress.step("text to image: showcase")
+    with step(progress, "text to image: showcase"):
+        with torch.no_grad():
+            pictures = family.generate([scene.caption() for scene in scenes], SEED)
+        readings = oracle.read_batch(pictures)
+        cells = []
+        for index, (scene, picture, reading) in enumerate(zip(scenes, pictures, readings)):
+            write_png(out / f"sample_{index:02d}.png", upscale(picture))
+            cells.append(f'<figure><img src="sample_{index:02d}.png" alt="{html.escape(scene.caption())}">'
+                         f"<figcaption>{html.escape(scene.caption())}<br><i>oracle:</i> "
+                         f"{reading_html(reading, scene.attributes())}</figcaption></figure>")
 
-    t2i = evaluate.text_to_image_accuracy(family, 128, seed=SEED + 1)
-    progress.step("text to image: 128 fresh captions")
-    vae = evaluate.vae_attribute_preservation(family, 256, seed=SEED + 2)
-    progress.step("VAE round trip")
-    clip = evaluate.clip_zero_shot(family, 256, seed=SEED + 3)
-    progress.step("CLIP zero-shot")
-    sentences = family.write("", 6, seed=SEED + 4)
-    grammatical = evaluate.lm_grammatical(family, 128, seed=SEED + 5)
-    progress.step("LM sentences")
+    with step(progress, "text to image: 128 fresh captions"):
+        t2i = evaluate.text_to_image_accuracy(family, 128, seed=SEED + 1)
+    with step(progress, "VAE round trip"):
+        vae = evaluate.vae_attribute_preservation(family, 256, seed=SEED + 2)
+    with step(progress, "CLIP zero-shot"):
+        clip = evaluate.clip_zero_shot(family, 256, seed=SEED + 3)
+    with step(progress, "LM sentences"):
+        sentences = family.write("", 6, seed=SEED + 4)
+        grammatical = evaluate.lm_grammatical(family, 128, seed=SEED + 5)
 
     showcase = oracle.accuracy(readings, [scene.attributes() for scene in scenes])
     figures = {

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 from comfy_api.latest import io
 
 from ..core import interpolation
-from ..core.tokens import tile_tokens
-from .common import CATEGORY, latent_with_frames, new_latent, pair_entries
+from .common import (CATEGORY, MAX_SEED, TravelNoise, interpolate_conditioning, latent_with_frames, new_latent,
+                     parse_seeds)
 
 FAMILY = f"{CATEGORY}/interpolate"
 
@@ -41,12 +39,6 @@ def _frame_inputs():
     ]
 
 
-def _positions(frames: int, t: float, t_start: float, t_end: float, easing: str) -> list[float]:
-    if frames == 1:
-        return [t]
-    return interpolation.path_positions(frames, t_start, t_end, easing)
-
-
 class LatentInterpolate(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -73,7 +65,7 @@ class LatentInterpolate(io.ComfyNode):
 
     @classmethod
     def execute(cls, latent_a, latent_b, frames, t, t_start, t_end, method, easing, mask=None) -> io.NodeOutput:
-        ts = _positions(frames, t, t_start, t_end, easing)
+        ts = interpolation.frame_positions(frames, t, t_start, t_end, easing)
         samples = interpolation.interpolate_latents(latent_a["samples"], latent_b["samples"], ts, method, mask,
                                                     names=("latent_a", "latent_b", "mask"))
         return io.NodeOutput(latent_with_frames(latent_a, samples, len(ts)))
@@ -110,36 +102,6 @@ class LatentKeyframes(io.ComfyNode):
         return io.NodeOutput(new_latent(keyframes, samples))
 
 
-class TravelNoise:
-    """A NOISE for SamplerCustomAdvanced: the batch travels through the seeds' noises, each frame unit-Gaussian.
-
-    Shape, channels and dimensionality come from the latent the sampler passes in; ``batch_index`` picks frames of the
-    whole travel, as ComfyUI's own seeded noise does.
-    """
-
-    def __init__(self, seeds: list[int], easing: str):
-        self.seeds = seeds
-        self.seed = seeds[0]  # ancestral and SDE samplers seed their fresh noise from this
-        self.easing = easing
-
-    def generate_noise(self, input_latent: dict):
-        samples = input_latent["samples"]
-        index = input_latent.get("batch_index")
-        frames = samples.shape[0] if index is None else max(index) + 1
-        return interpolation.noise_travel(self.seeds, samples.shape[1:], frames, self.easing, index, samples.dtype)
-
-
-def _parse_seeds(text: str) -> list[int]:
-    words = [w for w in re.split(r"[\s,;]+", text.strip()) if w]
-    try:
-        seeds = [int(w) for w in words]
-    except ValueError:
-        raise ValueError(f"more_seeds is '{text}'; expected whole numbers separated by commas or spaces") from None
-    if any(s < 0 or s > 0xFFFFFFFFFFFFFFFF for s in seeds):
-        raise ValueError(f"more_seeds is '{text}'; expected seeds between 0 and 18446744073709551615")
-    return seeds
-
-
 class NoiseTravel(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -149,16 +111,17 @@ class NoiseTravel(io.ComfyNode):
             category=FAMILY,
             description="Seed travel for SamplerCustomAdvanced: the latent batch's noise travels from seed_a's noise "
                         "to seed_b's (and on through more seeds) on a variance-preserving path, so every frame is "
-                        "proper Gaussian noise and the first and last frames are exactly those seeds' pictures.",
+                        "proper Gaussian noise and every seed's frame is exactly that seed's picture.",
             inputs=[
-                io.Int.Input("seed_a", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                io.Int.Input("seed_a", default=0, min=0, max=MAX_SEED, control_after_generate=True,
                              tooltip="The seed of the first frame (the same noise Random Noise gives for it)"),
-                io.Int.Input("seed_b", default=1, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                io.Int.Input("seed_b", default=1, min=0, max=MAX_SEED, control_after_generate=True,
                              tooltip="The seed the travel reaches next"),
                 _easing_input(),
                 io.String.Input("more_seeds", default="", optional=True,
-                                tooltip="Further seeds to travel on through, separated by commas (e.g. 7, 42, 1234); "
-                                        "the batch is shared evenly between the segments"),
+                                tooltip="Further seeds to travel on through, separated by commas (e.g. 7, 42, 1234). "
+                                        "Every seed gets a frame of its own, spaced as evenly as whole frames allow, "
+                                        "so the batch needs at least one frame per seed"),
             ],
             outputs=[io.Noise.Output(display_name="noise",
                                      tooltip="Connect to SamplerCustomAdvanced's noise input; the batch size of its "
@@ -167,7 +130,7 @@ class NoiseTravel(io.ComfyNode):
 
     @classmethod
     def execute(cls, seed_a, seed_b, easing, more_seeds="") -> io.NodeOutput:
-        return io.NodeOutput(TravelNoise([seed_a, seed_b, *_parse_seeds(more_seeds or "")], easing))
+        return io.NodeOutput(TravelNoise([seed_a, seed_b, *parse_seeds(more_seeds or "", "more_seeds")], easing))
 
 
 class ConditioningInterpolate(io.ComfyNode):
@@ -199,24 +162,8 @@ class ConditioningInterpolate(io.ComfyNode):
     @classmethod
     def execute(cls, conditioning_a, conditioning_b, frames, t, t_start, t_end, method, easing,
                 around=None) -> io.NodeOutput:
-        ts = _positions(frames, t, t_start, t_end, easing)
-        names = ("conditioning_a", "conditioning_b", "around")
-        origin = around[0] if around else (None, {})
-        result = []
-        for (tokens_a, extra_a), (tokens_b, extra_b) in pair_entries(conditioning_a, conditioning_b, *names[:2]):
-            tokens = interpolation.interpolate_embeddings(tokens_a, tokens_b, ts, method, origin[0], names)
-            extra = dict(extra_a)
-            pooled_a, pooled_b = extra_a.get("pooled_output"), extra_b.get("pooled_output")
-            if pooled_a is not None and pooled_b is not None:
-                pooled_names = tuple(f"{name} pooled_output" for name in names)
-                extra["pooled_output"] = interpolation.interpolate_embeddings(
-                    pooled_a, pooled_b, ts, method, origin[1].get("pooled_output"), pooled_names)
-            mask = extra.get("attention_mask")
-            if mask is not None:  # follows the tokens: tiled to their length, repeated for each frame
-                mask = tile_tokens(mask, tokens.shape[1], dim=-1)
-                extra["attention_mask"] = mask.repeat(tokens.shape[0] // mask.shape[0], *([1] * (mask.ndim - 1)))
-            result.append([tokens, extra])
-        return io.NodeOutput(result)
+        ts = interpolation.frame_positions(frames, t, t_start, t_end, easing)
+        return io.NodeOutput(interpolate_conditioning(conditioning_a, conditioning_b, ts, method, around))
 
 
 NODES = [LatentInterpolate, LatentKeyframes, NoiseTravel, ConditioningInterpolate]

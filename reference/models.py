@@ -17,7 +17,7 @@ from ..core.adapters import (TextEncoding, classifier_free_guidance, epsilon_den
                              open_clip_text_encoder, sigmas_from_alphas_cumprod, unet_epsilon, vae_decoder,
                              vae_encoder)
 from ..core.optional import require_package
-from ..core.interpolation import seeded_noise
+from ..core.noise import seeded_noise
 from ..core.sampling import karras_sigmas, sample_euler
 from . import grammar, world
 
@@ -141,9 +141,10 @@ class ReferenceWorld:
     def sample_latents(self, context: torch.Tensor, noise: torch.Tensor, steps: int = 20, cfg_scale: float = 4.0,
                        callback=None) -> torch.Tensor:
         """Raw VAE latents sampled from unit ``noise`` [B, 4, 8, 8] with the Euler sampler on the Karras schedule
-        over the model's noise range."""
+        over the model's noise range; ``callback`` as ``sample_euler``'s."""
         sigmas = karras_sigmas(steps, *self.sigma_range())
-        return sample_euler(self.denoiser(context, cfg_scale), noise, sigmas, callback) / self.scaling_factor
+        latents = sample_euler(self.denoiser(context, cfg_scale), noise * sigmas[0], sigmas, callback)
+        return latents / self.scaling_factor
 
     def generate(self, prompts: list[str], seed: int, steps: int = 20, cfg_scale: float = 4.0) -> torch.Tensor:
         """Pictures in 0..1 for ``prompts``, from the noise of ``seed``."""
@@ -182,7 +183,7 @@ def load(weights: Path | str = WEIGHTS) -> ReferenceWorld:
     missing = [part for part in ("vae", "unet", "scheduler", "clip", "lm") if not (weights / part).is_dir()]
     if missing:
         raise FileNotFoundError(f"The reference weights in {weights} lack {', '.join(missing)}; retrain them with "
-                                "python -m latent_space_control.reference train")
+                                f"python -m latent_space_control.reference train --out {weights}")
     diffusers = require_package("diffusers", "diffusers", "the reference world")
     transformers = require_package("transformers", "transformers", "the reference world")
     unet = diffusers.UNet2DConditionModel.from_pretrained(weights / "unet", **_TINY).eval()

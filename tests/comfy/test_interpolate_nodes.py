@@ -3,7 +3,8 @@
 import torch
 
 from latent_space_control.core.interpolation import (interpolate_embeddings, interpolate_latents, keyframe_path,
-                                                     path_positions, seeded_noise)
+                                                     path_positions)
+from latent_space_control.core.noise import seeded_noise
 
 PACK_NODES = ["LSC_LatentInterpolate", "LSC_LatentKeyframes", "LSC_NoiseTravel", "LSC_ConditioningInterpolate"]
 

@@ -39,8 +39,9 @@ def test_euler_over_the_epsilon_denoiser_matches_diffusers_euler_scheduler():
             epsilon = unet(scheduler.scale_model_input(x, t), t, encoder_hidden_states=context.expand(2, -1, -1)).sample
             x = scheduler.step(epsilon, t, x).prev_sample
         sigmas = sigmas_from_alphas_cumprod(scheduler.alphas_cumprod)
-        ours = sample_euler(epsilon_denoiser(unet_epsilon(unet, context), scheduler.alphas_cumprod), noise,
-                            karras_sigmas(6, sigmas[0].item(), sigmas[-1].item()))
+        schedule = karras_sigmas(6, sigmas[0].item(), sigmas[-1].item())
+        ours = sample_euler(epsilon_denoiser(unet_epsilon(unet, context), scheduler.alphas_cumprod),
+                            noise * schedule[0], schedule)
     torch.testing.assert_close(ours, x, atol=2e-4, rtol=1e-4)
 
 

@@ -1,12 +1,12 @@
 """What the pack says when the ComfyUI that loads it is missing the V3 API or older than the tested minimum."""
 
+import importlib.metadata
 import logging
 import sys
 import types
 
 import pytest
 
-import latent_space_control
 from latent_space_control.nodes import compat
 
 
@@ -32,9 +32,30 @@ def test_an_older_comfyui_with_the_v3_api_gets_a_warning(monkeypatch, caplog):
     assert "tested with ComfyUI 0.3.64 or newer; this ComfyUI is 0.3.50" in caplog.text
 
 
-def test_a_supported_comfyui_loads_silently(monkeypatch, caplog):
-    fake_comfyui(monkeypatch, latent_space_control.MIN_COMFYUI_VERSION, with_v3_api=True)
+@pytest.mark.parametrize("version, warned", [("0.3.64", False), ("0.3.100", False), ("0.10.0", False), ("1.0", False),
+                                            ("0.3.9", True), ("0.2.99", True)])
+def test_versions_compare_as_numbers_not_as_text(monkeypatch, caplog, version, warned):
+    fake_comfyui(monkeypatch, version, with_v3_api=True)
     with caplog.at_level(logging.WARNING, logger="latent_space_control"):
         compat.check_comfyui()
-    assert caplog.text == ""
-    assert compat.comfyui_version() == latent_space_control.MIN_COMFYUI_VERSION
+    assert ("tested with ComfyUI" in caplog.text) == warned
+
+
+def test_a_pip_installed_comfyui_is_read_from_its_distribution(monkeypatch):
+    monkeypatch.setitem(sys.modules, "comfyui_version", None)  # no top-level module, as in the pip-installable fork
+    real_version = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version",
+                        lambda name: "0.12.1" if name == "comfyui" else real_version(name))
+    assert compat.comfyui_version() == "0.12.1"
+
+
+def test_a_comfyui_of_unknown_version_without_the_v3_api_says_so(monkeypatch):
+    monkeypatch.setitem(sys.modules, "comfyui_version", None)
+    monkeypatch.setitem(sys.modules, "comfy_api.latest", None)
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    with pytest.raises(ImportError, match="this ComfyUI is of unknown version"):
+        compat.check_comfyui()

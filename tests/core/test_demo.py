@@ -1,33 +1,70 @@
-import re
-import struct
-import zlib
+"""The demo page: every panel shows what its node does on the reference world, decoded to pictures, with the oracle's
+reading under each frame; the pictures are checked against the engine and the models run separately."""
 
+import html
+import re
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from latent_space_control.demo import render_demo
-from latent_space_control.demo.reference_panel import showcase_scenes
+from latent_space_control.core.interpolation import interpolate_latents, path_positions
+from latent_space_control.core.noise import seed_frames, seeded_noise
+from latent_space_control.demo import (conditioning_interpolate_panel, latent_interpolate_panel, latent_keyframes_panel,
+                                       noise_travel_panel, render_demo)
 from latent_space_control.demo.page import write_png
+from latent_space_control.demo.reference_panel import showcase_scenes
+from latent_space_control.reference import models, world
+
+READING = re.compile(r"(small|large) (\w+) (circle|square|triangle), (left|center|right), (white|black)"
+                     r"|no shape, (white|black)")
 
 
-def read_png(path):
-    """Decode the PNGs the demo writes (8-bit RGB, filter 0 rows) back to a tensor [H, W, 3]."""
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    position, chunks = 8, {}
-    while position < len(data):
-        length, = struct.unpack(">I", data[position:position + 4])
-        tag, body = data[position + 4:position + 8], data[position + 8:position + 8 + length]
-        crc, = struct.unpack(">I", data[position + 8 + length:position + 12 + length])
-        assert crc == zlib.crc32(tag + body) & 0xFFFFFFFF
-        chunks[tag] = chunks.get(tag, b"") + body
-        position += 12 + length
-    width, height, depth, colour = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
-    assert (depth, colour) == (8, 2)
-    raw = zlib.decompress(chunks[b"IDAT"])
-    rows = [raw[r * (3 * width + 1):(r + 1) * (3 * width + 1)] for r in range(height)]
-    assert all(row[0] == 0 for row in rows)
-    return torch.tensor([list(row[1:]) for row in rows], dtype=torch.uint8).reshape(height, width, 3)
+def read_png(path) -> torch.Tensor:
+    """A PNG as written by the demo: 8-bit RGB, [H, W, 3]."""
+    with Image.open(path) as image:
+        assert image.mode == "RGB"
+        return torch.from_numpy(np.array(image))
+
+
+def to_bytes(pictures: torch.Tensor) -> torch.Tensor:
+    """Pictures [N, 3, H, W] in 0..1 as the demo's 96×96 PNGs show them: 8-bit, each pixel a 3×3 block."""
+    pixels = (pictures.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+    return pixels.repeat_interleave(3, 1).repeat_interleave(3, 2)
+
+
+def pixel_gap(a: torch.Tensor, b: torch.Tensor) -> int:
+    """The largest difference between two 8-bit pictures."""
+    return int((a.int() - b.int()).abs().max())
+
+
+def frames(out, text, name):
+    """One row of frames on the page: per frame its mark (or None), its label, the oracle's reading and its pixels."""
+    row = re.search(rf'<div class="frames" id="{name}">(.*?)</div>', text)
+    assert row, f"no row of frames named {name}"
+    figures = re.findall(r'<figure( class="marked")?><img src="([^"]+)" alt="[^"]*"><figcaption>(?:<b>([^<]+)</b><br>)?'
+                         r"([^<]*)<br><i>oracle:</i> ([^<]*)</figcaption></figure>", row[1])
+    assert len(figures) == row[1].count("<figure"), "every frame is a figure with a label and one reading"
+    parsed = []
+    for index, (marked, file, mark, label, reading) in enumerate(figures):
+        assert file == f"{name}_{index:02d}.png" and bool(marked) == bool(mark)
+        assert READING.fullmatch(reading), reading
+        parsed.append({"mark": mark or None, "label": label, "reading": reading, "pixels": read_png(out / file)})
+    return parsed
+
+
+def figure(text, name):
+    """The value of a row of a panel's figures table."""
+    match = re.search(rf"<td>{re.escape(html.escape(name))}</td><td>([^<]+)</td>", text)
+    assert match, f"no figure '{name}'"
+    return match[1]
+
+
+def panel(text, node_id):
+    section = re.search(rf'<section id="{node_id}">(.*?)</section>', text, re.S)
+    assert section, f"no panel for {node_id}"
+    return section[1]
 
 
 def test_png_round_trip(tmp_path):
@@ -37,17 +74,28 @@ def test_png_round_trip(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def family():
     pytest.importorskip("diffusers", reason="the demo runs the reference world: pip install -e '.[reference]'")
+    return models.load()
+
+
+@pytest.fixture(scope="module")
+def demo(family, tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     with torch.inference_mode():
         index = render_demo(out)
     return out, index.read_text()
 
 
+def test_every_interpolation_node_has_a_panel_headed_by_its_display_name(demo):
+    _, text = demo
+    assert re.findall(r"<h2>([^<]+)</h2>", text) == [
+        "Reference world", "Latent Interpolate (LSC)", "Latent Keyframes (LSC)", "Noise Travel (LSC)",
+        "Conditioning Interpolate (LSC)"]
+
+
 def test_reference_panel_shows_generated_pictures_with_oracle_readings(demo):
     out, text = demo
-    assert "<h2>Reference world</h2>" in text
     captions = re.findall(r'<img src="sample_(\d+).png" alt="([^"]+)"><figcaption>([^<]+)<br><i>oracle:</i>', text)
     assert len(captions) == 18
     assert {caption for _, caption, _ in captions} == {scene.caption() for scene in showcase_scenes()}
@@ -59,18 +107,103 @@ def test_reference_panel_shows_generated_pictures_with_oracle_readings(demo):
     assert "LM: sentences in the grammar" in text and text.count("✓</li>") >= 5
 
 
-def test_interpolation_panel_decodes_seed_and_prompt_travel(demo):
+def test_latent_interpolate_panel_decodes_the_nodes_slerp_and_lerp_between_two_pictures(demo, family):
     out, text = demo
-    assert "<h2>Latent Interpolate</h2>" in text and "<svg" in text
-    for name in ("lerp", "slerp", "prompt_travel"):
-        assert f'src="interpolate_{name}.png"' in text
-        assert read_png(out / f"interpolate_{name}.png").shape == (96, 9 * 98 - 2, 3)
-    figures = dict(re.findall(r"<td>([^<]+) midpoint noise std</td><td>([0-9.]+)</td>", text))
-    assert abs(float(figures["lerp"]) - 0.707) < 0.05 and abs(float(figures["slerp"]) - 1.0) < 0.05
-    readings = re.findall(r'alt="(lerp|slerp) seed travel"><br><small>([^<]+)</small>', text)
-    assert [method for method, _ in readings] == ["lerp", "slerp"]
-    assert all(len(line.split(" · ")) == 9 for _, line in readings)
-    # Both paths start and end exactly at the seeds' noises, so their first and last pictures are the same pixels.
-    lerp, slerp = read_png(out / "interpolate_lerp.png"), read_png(out / "interpolate_slerp.png")
-    assert torch.equal(lerp[:, :96], slerp[:, :96]) and torch.equal(lerp[:, -96:], slerp[:, -96:])
-    assert not torch.equal(lerp[:, 4 * 98:4 * 98 + 96], slerp[:, 4 * 98:4 * 98 + 96])
+    text = panel(text, "LSC_LatentInterpolate")
+    ts = path_positions(latent_interpolate_panel.FRAMES, 0.0, 1.0)
+    with torch.inference_mode():
+        ends = family.encode(world.render_batch(list(latent_interpolate_panel.ENDS)))
+        expected = {method: to_bytes(family.decode(interpolate_latents(ends[:1], ends[1:], ts, method)))
+                    for method in ("slerp", "lerp")}
+    rows = {method: frames(out, text, f"latent_interpolate_{method}") for method in ("slerp", "lerp")}
+    for method, row in rows.items():
+        assert len(row) == len(ts)
+        assert [frame["label"].split(" · ")[0] for frame in row] == [f"t {t:.3f}" for t in ts]
+        shown = torch.stack([frame["pixels"] for frame in row])
+        assert shown.shape == (len(ts), 96, 96, 3)
+        assert pixel_gap(shown, expected[method]) <= 1  # the engine's frames, decoded
+        assert row[0]["reading"] == "large red circle, left, white"
+        assert row[-1]["reading"] == "large red circle, right, white"
+    # Both paths end exactly at the two pictures' latents, and part in between.
+    slerp, lerp = rows["slerp"], rows["lerp"]
+    assert torch.equal(slerp[0]["pixels"], lerp[0]["pixels"]) and torch.equal(slerp[-1]["pixels"], lerp[-1]["pixels"])
+    middle = len(ts) // 2
+    assert pixel_gap(slerp[middle]["pixels"], lerp[middle]["pixels"]) > 32
+    slerp_ratio, lerp_ratio = map(float, figure(text, "middle frame's latent norm against the ends' mean norm: "
+                                                      "slerp, lerp").split(", "))
+    assert abs(slerp_ratio - 1.0) < 0.05 and lerp_ratio < 0.8
+    assert "<svg" in text
+    assert abs(float(figure(text, "lerp midpoint noise std")) - 0.707) < 0.05
+    assert abs(float(figure(text, "slerp midpoint noise std")) - 1.0) < 0.05
+    assert abs(float(figure(text, "variance_preserving midpoint noise std")) - 1.0) < 0.05
+
+
+def test_latent_keyframes_panel_lands_every_keyframe_on_its_frame(demo, family):
+    out, text = demo
+    text = panel(text, "LSC_LatentKeyframes")
+    per_segment, scenes = latent_keyframes_panel.FRAMES_PER_SEGMENT, latent_keyframes_panel.KEYFRAMES
+    row = frames(out, text, "latent_keyframes")
+    assert len(row) == (len(scenes) - 1) * per_segment + 1
+    assert all(frame["pixels"].shape == (96, 96, 3) for frame in row)
+    marked = {index: frame["mark"] for index, frame in enumerate(row) if frame["mark"]}
+    assert marked == {k * per_segment: f"keyframe {k + 1}" for k in range(len(scenes))}
+    with torch.inference_mode():
+        keys = to_bytes(family.decode(family.encode(world.render_batch(list(scenes)))))
+    for k, scene in enumerate(scenes):
+        frame = row[k * per_segment]
+        assert pixel_gap(frame["pixels"], keys[k]) <= 1
+        assert frame["reading"] == f"{scene.size} {scene.colour} {scene.shape}, {scene.position}, {scene.background}"
+    between = [frame["pixels"] for index, frame in enumerate(row) if index not in marked]
+    assert not any(torch.equal(frame, key) for frame in between for key in keys)
+    assert float(figure(text, "largest difference between a keyframe's frame and the keyframe latent")) == 0.0
+
+
+def test_noise_travel_panel_puts_each_seeds_own_picture_on_its_frame(demo, family):
+    out, text = demo
+    text = panel(text, "LSC_NoiseTravel")
+    seeds, count = noise_travel_panel.SEEDS, noise_travel_panel.FRAMES
+    anchors = seed_frames(len(seeds), count)
+    with torch.inference_mode():
+        context = family.encode_text([""]).hidden_states
+        own = [to_bytes(family.decode(family.sample_latents(context, seeded_noise(seed, (1, *models.LATENT_SHAPE)),
+                                                            cfg_scale=1.0)))[0] for seed in seeds]
+    travel, lerp = frames(out, text, "noise_travel"), frames(out, text, "noise_travel_lerp")
+    for row in (travel, lerp):
+        assert len(row) == count and all(frame["pixels"].shape == (96, 96, 3) for frame in row)
+        assert {i: frame["mark"] for i, frame in enumerate(row) if frame["mark"]} == {
+            frame: f"seed {seed}" for seed, frame in zip(seeds, anchors)}
+        for frame, picture in zip(anchors, own):  # both paths pass through the seeds' noises exactly
+            assert pixel_gap(row[frame]["pixels"], picture) <= 1
+    between = [frame["pixels"] for i, frame in enumerate(travel) if i not in anchors]
+    assert not any(torch.equal(frame, picture) for frame in between for picture in own)
+    alone = frames(out, text, "noise_travel_seed")
+    assert [frame["label"] for frame in alone] == [f"seed {seed} alone" for seed in seeds]
+    assert all(pixel_gap(frame["pixels"], picture) <= 1 for frame, picture in zip(alone, own))
+    # Every frame of the travel is unit noise; lerp's in-between frames are quieter.
+    travel_stds = [float(frame["label"].split("noise std ")[1]) for frame in travel]
+    lerp_stds = [float(frame["label"].split("noise std ")[1]) for frame in lerp]
+    assert all(0.9 < std < 1.1 for std in travel_stds) and min(lerp_stds) < 0.75
+    assert int(figure(text, f"seeds' frames ({', '.join(map(str, anchors))}) against each seed sampled alone: "
+                            "largest pixel difference").split("/")[0]) <= 1
+
+
+def test_conditioning_interpolate_panel_travels_from_caption_a_to_caption_b(demo, family):
+    out, text = demo
+    text = panel(text, "LSC_ConditioningInterpolate")
+    row = frames(out, text, "conditioning_interpolate")
+    ts = path_positions(conditioning_interpolate_panel.FRAMES, 0.0, 1.0)
+    assert [frame["label"] for frame in row] == [f"t {t:.3f}" for t in ts]
+    assert all(frame["pixels"].shape == (96, 96, 3) for frame in row)
+    a, b = conditioning_interpolate_panel.ENDS
+    assert row[0]["reading"] == "large red circle, left, white"
+    assert row[-1]["reading"] == "large blue square, right, white"
+    assert figure(text, "the oracle reads frame 0 as caption A") == "yes"
+    assert figure(text, f"the oracle reads frame {len(ts) - 1} as caption B") == "yes"
+    # One noise throughout: the end frames are the pictures each caption alone gives from that noise.
+    with torch.inference_mode():
+        a_alone, b_alone = (to_bytes(family.generate([scene.caption()], conditioning_interpolate_panel.NOISE_SEED))[0]
+                            for scene in (a, b))
+    assert pixel_gap(row[0]["pixels"], a_alone) <= 1
+    assert pixel_gap(row[-1]["pixels"], b_alone) <= 1
+    middle = row[len(ts) // 2]["pixels"]
+    assert pixel_gap(middle, a_alone) > 32 and pixel_gap(middle, b_alone) > 32

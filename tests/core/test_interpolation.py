@@ -6,7 +6,7 @@ import torch
 from latent_space_control.core import interpolation as interp
 from latent_space_control.core.interpolation import (EASINGS, METHODS, interpolate, interpolate_embeddings,
                                                      interpolate_latents, interpolate_path, keyframe_path,
-                                                     noise_travel, path_positions, seeded_noise)
+                                                     path_positions)
 
 
 def gaussian(*shape, seed=0):
@@ -34,12 +34,34 @@ def test_endpoints_are_exact_for_every_method_and_latent_kind(method, shape):
     assert torch.isfinite(path).all()
 
 
+# Short vectors take the whole-tensor path, long ones (on the CPU) the vector-by-vector one.
+SHORT_AND_LONG = [(3, 4, 8, 8), (2, 16, 32, 64)]
+
+
+@pytest.mark.parametrize("shape", SHORT_AND_LONG)
 @pytest.mark.parametrize("t", [0.1, 0.37, 0.5, 0.9])
-def test_slerp_matches_the_textbook_formula_per_sample(t):
-    a, b = gaussian(3, 4, 8, 8, seed=3), gaussian(3, 4, 8, 8, seed=4) * 2
+def test_slerp_matches_the_textbook_formula_per_sample(t, shape):
+    a, b = gaussian(*shape, seed=3), gaussian(*shape, seed=4) * 2
     out = interpolate(a, b, t, "slerp")
-    for i in range(3):
+    for i in range(shape[0]):
         torch.testing.assert_close(out[i].double(), reference_slerp(a[i], b[i], t), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", SHORT_AND_LONG)
+@pytest.mark.parametrize("method", ["slerp", "nlerp"])
+def test_each_sample_of_a_mixed_batch_gets_its_own_case(method, shape):
+    """A batch holding an ordinary pair, an antiparallel pair, a zero start, a zero end and a parallel pair: every
+    sample comes out as it does alone."""
+    x, y = gaussian(1, *shape[1:], seed=40), gaussian(1, *shape[1:], seed=41)
+    a = torch.cat([x, x, torch.zeros_like(x), x, x])
+    b = torch.cat([y, -2 * x, y, torch.zeros_like(x), 3 * x])
+    ts = [0.25, 0.5, 0.8]
+    together = interpolate_path(a, b, ts, method)
+    for i in range(a.shape[0]):
+        alone = interpolate_path(a[i:i + 1], b[i:i + 1], ts, method)
+        torch.testing.assert_close(together[:, i:i + 1], alone, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(together[1, 2], 0.5 * y[0])  # from zero: the straight line
+    torch.testing.assert_close(together[1, 4], 2 * x[0], rtol=1e-5, atol=1e-5)  # parallel: along the line
 
 
 def test_slerp_keeps_unit_gaussian_statistics_where_lerp_loses_them():
@@ -168,10 +190,34 @@ def test_easings_run_from_0_to_1_monotonically(easing):
     assert all(x <= y + 1e-12 for x, y in zip(values, values[1:]))
 
 
+@pytest.mark.parametrize("easing, curve", [
+    ("linear", lambda u: u),
+    ("ease_in", lambda u: u * u),
+    ("ease_out", lambda u: 1 - (1 - u) ** 2),
+    ("ease_in_out", lambda u: 2 * u * u if u < 0.5 else 1 - 2 * (1 - u) ** 2),
+    ("cosine", lambda u: (1 - math.cos(math.pi * u)) / 2),
+    ("cubic", lambda u: 4 * u ** 3 if u < 0.5 else 1 - 4 * (1 - u) ** 3),
+])
+def test_each_easing_is_its_named_curve(easing, curve):
+    for u in (0.1, 0.25, 0.5, 0.75, 0.9):
+        assert interp.ease(u, easing) == pytest.approx(curve(u), abs=1e-12), u
+
+
+def test_cosine_easing_starts_and_ends_at_rest():
+    step = 1e-4  # (1 - cos πu) / 2 has zero slope at both ends, where linear spacing has slope 1
+    assert interp.ease(step, "cosine") / step < 1e-3 and (1 - interp.ease(1 - step, "cosine")) / step < 1e-3
+
+
 def test_path_positions_span_t_start_to_t_end():
     assert path_positions(1, 0.3, 0.9) == [0.3]
     positions = path_positions(5, 0.2, 0.6, "ease_in_out")
     assert positions[0] == 0.2 and positions[-1] == pytest.approx(0.6) and len(positions) == 5
+    assert positions[1] == pytest.approx(0.2 + 0.4 * 0.125)
+
+
+def test_frame_positions_give_t_alone_for_one_frame_and_the_eased_span_for_more():
+    assert interp.frame_positions(1, 0.3, 0.0, 1.0, "cosine") == [0.3]
+    assert interp.frame_positions(3, 0.3, 0.2, 0.6, "ease_in") == pytest.approx([0.2, 0.3, 0.6])
 
 
 @pytest.mark.parametrize("smooth", [False, True])
@@ -213,31 +259,6 @@ def test_smooth_keyframes_do_not_kink_where_segments_meet():
 def test_keyframes_need_two_keys():
     with pytest.raises(ValueError, match="keyframes has 1 item"):
         keyframe_path(gaussian(1, 4, 8, 8), 4)
-
-
-def test_seeded_noise_is_comfyuis_seeded_noise():
-    torch.manual_seed(1234)  # the recipe ComfyUI uses for a seed's initial noise
-    expected = torch.randn((1, 4, 8, 8))
-    assert torch.equal(seeded_noise(1234, (1, 4, 8, 8)), expected)
-
-
-def test_noise_travel_visits_every_seed_and_stays_gaussian():
-    seeds = [3, 99, 7]
-    travel = noise_travel(seeds, (16, 32, 32), frames=9)
-    assert travel.shape == (9, 16, 32, 32)
-    for frame, seed in zip((0, 4, 8), seeds):
-        assert torch.equal(travel[frame], seeded_noise(seed, (1, 16, 32, 32))[0])
-    stds = travel.flatten(1).std(dim=1)
-    assert ((stds - 1).abs() < 0.03).all()
-    picked = noise_travel(seeds, (16, 32, 32), frames=9, indices=[6, 2])
-    assert torch.equal(picked, travel[[6, 2]])
-
-
-def test_noise_travel_refuses_bad_requests():
-    with pytest.raises(ValueError, match="expected at least 2 seeds"):
-        noise_travel([1], (4, 8, 8), 4)
-    with pytest.raises(ValueError, match="outside 0..3"):
-        noise_travel([1, 2], (4, 8, 8), 4, indices=[4])
 
 
 def test_embeddings_are_interpolated_token_by_token():

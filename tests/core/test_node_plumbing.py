@@ -1,9 +1,13 @@
-"""The ComfyUI-free helpers the nodes share for building LATENT dicts and pairing CONDITIONING entries."""
+"""The nodes' plain-Python plumbing, tested without ComfyUI: LATENT dicts, CONDITIONING lists and prompt travel over
+them, seed parsing and the seed-travel NOISE object."""
 
 import pytest
 import torch
 
-from latent_space_control.nodes.common import latent_with_frames, new_latent, pair_entries
+from latent_space_control.core.interpolation import interpolate_embeddings
+from latent_space_control.core.noise import noise_travel
+from latent_space_control.nodes.common import (MAX_SEED, TravelNoise, interpolate_conditioning, latent_with_frames,
+                                               new_latent, pair_entries, parse_seeds)
 
 
 def test_frames_repeat_per_item_keys_and_leave_the_source_alone():
@@ -35,3 +39,76 @@ def test_conditioning_entries_pair_one_to_one_or_broadcast_a_single_one():
         pair_entries([1, 2], [3, 4, 5], "a", "b")
     with pytest.raises(ValueError, match="b is an empty conditioning"):
         pair_entries([1], [], "a", "b")
+
+
+def test_seeds_parse_from_commas_semicolons_and_spaces():
+    assert parse_seeds(" 7, 42;1234  5 ", "more_seeds") == [7, 42, 1234, 5]
+    assert parse_seeds("", "more_seeds") == []
+    with pytest.raises(ValueError, match=r"more_seeds is '7, x'; expected whole numbers"):
+        parse_seeds("7, x", "more_seeds")
+    with pytest.raises(ValueError, match=r"more_seeds is '-3'; expected seeds between 0 and 18446744073709551615"):
+        parse_seeds("-3", "more_seeds")
+    with pytest.raises(ValueError, match="expected seeds between"):
+        parse_seeds(str(MAX_SEED + 1), "more_seeds")
+
+
+def test_travel_noise_follows_the_latent_and_its_batch_index():
+    noise = TravelNoise([11, 22, 33], "linear")
+    assert noise.seed == 11
+    with torch.inference_mode():
+        latent = {"samples": torch.zeros(5, 16, 3, 8, 8, dtype=torch.float16)}
+        frames = noise.generate_noise(latent)
+    assert frames.shape == (5, 16, 3, 8, 8) and frames.dtype == torch.float16
+    assert torch.equal(frames, noise_travel([11, 22, 33], (16, 3, 8, 8), 5, dtype=torch.float16))
+    assert torch.equal(latent["samples"], torch.zeros(5, 16, 3, 8, 8, dtype=torch.float16))
+    picked = noise.generate_noise({"samples": torch.zeros(2, 16, 3, 8, 8, dtype=torch.float16), "batch_index": [4, 2]})
+    assert torch.equal(picked, frames[[4, 2]])
+
+
+def test_travel_noise_needs_a_frame_per_seed():
+    with pytest.raises(ValueError, match="visits 3 seeds but the latent batch has 2 frames; expected a batch of at "
+                                         "least 3"):
+        TravelNoise([1, 2, 3], "linear").generate_noise({"samples": torch.zeros(2, 4, 8, 8)})
+
+
+def conditioning(tokens, **extra):
+    return [[tokens, extra]]
+
+
+def test_conditioning_travel_interpolates_tokens_and_pooled_outputs_around_an_origin():
+    generator = torch.Generator().manual_seed(0)
+    a_tokens, b_tokens, n_tokens = (torch.randn(1, length, 8, generator=generator) for length in (4, 8, 4))
+    a_pooled, b_pooled, n_pooled = (torch.randn(1, 8, generator=generator) for _ in range(3))
+    a = conditioning(a_tokens, pooled_output=a_pooled, guidance=3.5)
+    b = conditioning(b_tokens, pooled_output=b_pooled)
+    around = conditioning(n_tokens, pooled_output=n_pooled)
+    ts = [0.0, 0.3, 1.0]
+    (tokens, extra), = interpolate_conditioning(a, b, ts, "slerp", around)
+    torch.testing.assert_close(tokens, interpolate_embeddings(a_tokens, b_tokens, ts, "slerp", n_tokens))
+    torch.testing.assert_close(extra["pooled_output"], interpolate_embeddings(a_pooled, b_pooled, ts, "slerp", n_pooled))
+    assert tokens.shape == (3, 8, 8) and extra["guidance"] == 3.5
+    assert torch.equal(tokens[0], a_tokens[0].repeat(2, 1)) and torch.equal(tokens[2], b_tokens[0])
+    assert a[0][1].keys() == {"pooled_output", "guidance"} and a[0][0] is a_tokens  # the inputs are left alone
+
+
+def test_conditioning_travel_without_both_pooled_outputs_keeps_conditioning_as_pooled_output():
+    a = conditioning(torch.ones(1, 4, 8), pooled_output=torch.ones(1, 8))
+    (tokens, extra), = interpolate_conditioning(a, conditioning(torch.ones(1, 4, 8)), [0.5], "lerp")
+    assert extra["pooled_output"] is a[0][1]["pooled_output"]
+
+
+def test_attention_mask_follows_the_tiled_tokens_for_every_frame():
+    mask = torch.tensor([[1, 1, 1, 0]])
+    a = conditioning(torch.randn(1, 4, 8), attention_mask=mask)
+    (tokens, extra), = interpolate_conditioning(a, conditioning(torch.randn(1, 8, 8)), [0.0, 0.5, 1.0], "nlerp")
+    assert tokens.shape == (3, 8, 8)
+    assert torch.equal(extra["attention_mask"], torch.tensor([[1, 1, 1, 0, 1, 1, 1, 0]]).repeat(3, 1))
+    assert torch.equal(a[0][1]["attention_mask"], mask)
+
+
+def test_conditioning_travel_names_the_inputs_in_its_errors():
+    with pytest.raises(ValueError, match="conditioning_b has width 6 but conditioning_a has 8"):
+        interpolate_conditioning(conditioning(torch.ones(1, 4, 8)), conditioning(torch.ones(1, 4, 6)), [0.5], "slerp")
+    with pytest.raises(ValueError, match="conditioning_b pooled_output has width 5 but conditioning_a pooled_output has 8"):
+        interpolate_conditioning(conditioning(torch.ones(1, 4, 8), pooled_output=torch.ones(1, 8)),
+                                 conditioning(torch.ones(1, 4, 8), pooled_output=torch.ones(1, 5)), [0.5], "slerp")

@@ -78,7 +78,8 @@ def test_euler_sampling_of_the_analytic_world_reproduces_its_weights():
     # 4000 samples: the sampling noise of a weight is at most 0.008, well inside the 0.03 tolerance.
     mixture = standard_mixture(shape=(4, 8, 8))
     noise = torch.randn((4000, *mixture.shape), generator=torch.Generator().manual_seed(2))
-    samples = sample_euler(mixture.denoise, noise, karras_sigmas(16, 0.002, 80.0))
+    sigmas = karras_sigmas(16, 0.002, 80.0)
+    samples = sample_euler(mixture.denoise, noise * sigmas[0], sigmas)
     assert mode_frequency_error(mixture, samples) <= 0.03
 
 
@@ -89,7 +90,8 @@ def test_euler_spreads_converge_to_the_exact_ones_as_steps_grow():
     noise = torch.randn((1000, *mixture.shape), generator=torch.Generator().manual_seed(3))
 
     def spread_errors(steps):
-        samples = sample_euler(mixture.denoise, noise, karras_sigmas(steps, 0.002, 80.0))
+        sigmas = karras_sigmas(steps, 0.002, 80.0)
+        samples = sample_euler(mixture.denoise, noise * sigmas[0], sigmas)
         components = mixture.component_posterior(samples, torch.tensor(0.0)).argmax(1)
         return [abs((samples[components == k] - mixture.means[k]).std().item() / std - 1)
                 for k, std in enumerate(mixture.stds.tolist())]
@@ -125,3 +127,18 @@ def test_grammar_parser_accepts_exactly_the_language(text, expected):
     from latent_space_control.reference import grammar
 
     assert grammar.parse(text) == expected
+
+
+def test_euler_takes_x_at_the_first_noise_level_and_reports_each_step_as_k_diffusion_does():
+    """The sampler does not scale its input (callers pass noise * sigmas[0]); the callback gets the state before each
+    step with its noise level and the denoiser's output. With x0 = 0 every Euler step scales x by sigma_next / sigma."""
+    sigmas = karras_sigmas(4, 0.1, 10.0)
+    x = torch.full((2, 3), 10.0)
+    steps = []
+    out = sample_euler(lambda x, sigma: torch.zeros_like(x), x, sigmas, steps.append)
+    assert [step["i"] for step in steps] == [0, 1, 2, 3]
+    for step in steps:
+        assert set(step) == {"x", "i", "sigma", "denoised"} and torch.equal(step["denoised"], torch.zeros(2, 3))
+        torch.testing.assert_close(step["sigma"], sigmas[step["i"]])
+        torch.testing.assert_close(step["x"], x * sigmas[step["i"]] / sigmas[0])
+    assert torch.equal(out, torch.zeros(2, 3))

@@ -35,10 +35,11 @@ def test_common_length_is_a_small_common_multiple():
     assert common_length(211, 223) == 223  # the exact multiple would be huge: fall back to the longest
 
 
-def test_missing_optional_package_names_what_to_install():
-    with pytest.raises(ImportError, match="'no-such-package' is needed for direction files.*pip install "
-                                          "no-such-package"):
+def test_missing_optional_package_names_what_to_install_and_into_which_python():
+    with pytest.raises(ImportError) as error:
         require_package("no_such_package_lsc", "no-such-package", "direction files")
+    assert "'no-such-package' is needed for direction files" in str(error.value)
+    assert f"{sys.executable} -m pip install no-such-package" in str(error.value)
 
 
 def test_importing_the_pack_loads_no_heavy_library():
