@@ -10,7 +10,7 @@ def require_finite(x: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); expected at least one element")
     if not torch.isfinite(x).all():
         bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(f"{name} contains {bad} NaN/Inf values; expected finite numbers")
+        raise ValueError(f"{name} contains {bad} NaN/Inf value{'s' if bad > 1 else ''}; expected finite numbers")
 
 
 def require_batch(x: torch.Tensor, name: str, min_ndim: int = 2) -> None:
@@ -31,8 +31,9 @@ def require_compatible(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: st
             f"{name_b} has {b.shape[1]} channels but {name_a} has {a.shape[1]}; expected {what}s from the same model family")
     if a.shape[2:] != b.shape[2:]:
         raise ValueError(
-            f"{name_b} has size {tuple(b.shape[2:])} but {name_a} has {tuple(a.shape[2:])}; "
-            f"expected the same size (resize one of them first)")
+            f"{name_b} has size {tuple(b.shape[2:])} but {name_a} has {tuple(a.shape[2:])} (in latent cells: pixels "
+            f"divided by the VAE's downscale, 8 for most image models); expected the same size (resize one of them "
+            "first)")
     if a.shape[0] != b.shape[0] and 1 not in (a.shape[0], b.shape[0]):
         raise ValueError(
             f"{name_a} has batch {a.shape[0]} and {name_b} has batch {b.shape[0]}; expected equal batches or a batch of 1")

@@ -4,8 +4,9 @@ Every method is a per-vector combination ``out = c_a * a + c_b * b``; a *vector*
 (``start_dim=1``: one vector per latent sample; ``start_dim=-1``: one vector per token of a conditioning). Only the
 coefficients differ between methods: lerp and the variance-preserving path use the same scalars for every vector;
 slerp and nlerp first read each vector's norm and its dot product with its partner in one sweep over the inputs, and
-compute every vector's coefficients as small tensors. Then each frame is one multiply and one multiply-add over the
-whole tensors.
+compute all vectors' coefficients at once as small tensors. Then each frame is combined: by a multiply and a
+multiply-add over the whole tensors, which never waits on the device; on the CPU, for long vectors (latent samples), by
+one fused pass per vector, its coefficients read on the host (free there).
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ def frame_positions(frames: int, t: float, t_start: float, t_end: float,
                     easing: str = "linear") -> list[float]:
     """The positions a node's frame inputs ask for: ``t`` alone for one frame, else ``frames`` positions from
     ``t_start`` to ``t_end`` spaced by the easing."""
+    for name, value in (("t", t), ("t_start", t_start), ("t_end", t_end)):
+        if not math.isfinite(value):
+            raise ValueError(f"{name} is {value}; expected a finite number")
     return [float(t)] if frames == 1 else path_positions(frames, t_start, t_end, easing)
 
 
@@ -175,6 +179,8 @@ def interpolate_path(a: torch.Tensor, b: torch.Tensor, ts: Sequence[float], meth
     ts = [float(t) for t in ts]
     if not ts:
         raise ValueError("no positions to interpolate at; expected at least one t")
+    if not all(math.isfinite(t) for t in ts):
+        raise ValueError(f"the positions {ts} include NaN or infinity; expected finite numbers")
     shape = torch.broadcast_shapes(a.shape, b.shape)
     if origin is not None:
         shape = torch.broadcast_shapes(shape, origin.shape)

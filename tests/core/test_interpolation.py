@@ -160,8 +160,11 @@ def test_non_finite_values_and_bad_options_are_refused():
     a = gaussian(1, 4, 8, 8)
     bad = a.clone()
     bad[0, 0, 0, 0] = float("nan")
-    with pytest.raises(ValueError, match="latent_b contains 1 NaN/Inf"):
+    with pytest.raises(ValueError, match="latent_b contains 1 NaN/Inf value; expected finite numbers"):
         interpolate_latents(a, bad, [0.5], names=("latent_a", "latent_b", "mask"))
+    bad[0, 1, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="latent_a contains 2 NaN/Inf values"):
+        interpolate_latents(bad, a, [0.5], names=("latent_a", "latent_b", "mask"))
     with pytest.raises(ValueError, match="method is 'cubic'"):
         interpolate_path(a, a, [0.5], "cubic")
     with pytest.raises(ValueError, match="easing is 'bouncy'"):
@@ -218,6 +221,15 @@ def test_path_positions_span_t_start_to_t_end():
 def test_frame_positions_give_t_alone_for_one_frame_and_the_eased_span_for_more():
     assert interp.frame_positions(1, 0.3, 0.0, 1.0, "cosine") == [0.3]
     assert interp.frame_positions(3, 0.3, 0.2, 0.6, "ease_in") == pytest.approx([0.2, 0.3, 0.6])
+
+
+def test_positions_that_are_not_numbers_are_refused_by_name():
+    with pytest.raises(ValueError, match="t is nan; expected a finite number"):
+        interp.frame_positions(1, math.nan, 0.0, 1.0)
+    with pytest.raises(ValueError, match="t_end is inf; expected a finite number"):
+        interp.frame_positions(4, 0.5, 0.0, math.inf)
+    with pytest.raises(ValueError, match="include NaN or infinity"):
+        interpolate_path(gaussian(1, 4), gaussian(1, 4), [0.5, math.nan])
 
 
 @pytest.mark.parametrize("smooth", [False, True])
