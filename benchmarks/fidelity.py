@@ -54,6 +54,8 @@ def reference_family_figures() -> dict:
     vae = evaluate.vae_attribute_preservation(family, 2000, seed=EVALUATION_SEED + 1)
     t2i = evaluate.text_to_image_accuracy(family, 1024, seed=EVALUATION_SEED + 2)
     clip = evaluate.clip_zero_shot(family, 2000, seed=EVALUATION_SEED + 3)
+    partial_t2i = evaluate.partial_prompt_accuracy(family, 1024, seed=EVALUATION_SEED + 5)
+    partial_clip = evaluate.clip_zero_shot_partial(family, 2000, seed=EVALUATION_SEED + 6)
     return {
         "ref_vae_attribute_preservation": min(vae["colour"], vae["shape"]),
         **{f"ref_vae_preservation_{name}": value for name, value in vae.items()},
@@ -63,6 +65,11 @@ def reference_family_figures() -> dict:
         "ref_clip_zeroshot_color": clip["colour"],
         "ref_clip_zeroshot_shape": clip["shape"],
         **{f"ref_clip_zeroshot_{name}": clip[name] for name in ("size", "position", "background")},
+        # Prompts as artists write them, naming only some attributes: the named ones must show.
+        "ref_t2i_partial_prompt_accuracy": min(partial_t2i["colour"], partial_t2i["shape"]),
+        **{f"ref_t2i_partial_{name}_accuracy": value for name, value in partial_t2i.items()},
+        "ref_clip_zeroshot_partial": partial_clip["colour"],
+        **{f"ref_clip_zeroshot_partial_{name}": value for name, value in partial_clip.items()},
         "ref_lm_grammatical": evaluate.lm_grammatical(family, 1000, seed=EVALUATION_SEED + 4),
     }
 

@@ -7,6 +7,7 @@ anti-aliasing, and it keeps the VAE's latent (8×8 at a downscale of 4) small en
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Collection
 
 import torch
 
@@ -21,6 +22,7 @@ POSITIONS = {"left": 9.5, "center": 16.0, "right": 22.5}  # horizontal centre, i
 BACKGROUNDS = {"white": (0.95, 0.95, 0.95), "black": (0.05, 0.05, 0.05)}
 ATTRIBUTES = {"shape": SHAPES, "colour": tuple(COLOURS), "size": tuple(SIZES), "position": tuple(POSITIONS),
               "background": tuple(BACKGROUNDS)}
+OPTIONAL_IN_PROMPTS = ("size", "colour", "position", "background")  # a prompt always names the shape
 _SUPERSAMPLE = 4
 
 
@@ -37,8 +39,23 @@ class Scene:
     brightness: float = 1.0
 
     def caption(self) -> str:
-        where = "in the middle" if self.position == "center" else f"on the {self.position}"
-        return f"a {self.size} {self.colour} {self.shape} {where}, {self.background} background"
+        """The full caption the family was trained on: every attribute, the background last."""
+        return self.prompt(OPTIONAL_IN_PROMPTS)
+
+    def prompt(self, named: Collection[str], background_first: bool = False) -> str:
+        """A prompt as artists write them: the shape and only the ``named`` other attributes, the background clause
+        last or first ("white background, a red circle")."""
+        unknown = set(named) - set(OPTIONAL_IN_PROMPTS)
+        if unknown:
+            raise ValueError(f"named holds {sorted(unknown)}; expected some of {', '.join(OPTIONAL_IN_PROMPTS)}")
+        words = ["a", *(getattr(self, name) for name in ("size", "colour") if name in named), self.shape]
+        if "position" in named:
+            words.append("in the middle" if self.position == "center" else f"on the {self.position}")
+        subject = " ".join(words)
+        if "background" not in named:
+            return subject
+        clause = f"{self.background} background"
+        return f"{clause}, {subject}" if background_first else f"{subject}, {clause}"
 
     def attributes(self) -> dict[str, str]:
         return {name: getattr(self, name) for name in ATTRIBUTES}
@@ -59,6 +76,19 @@ def scenes(count: int, seed: int) -> list[Scene]:
     """``count`` random scenes, the same for the same seed."""
     generator = torch.Generator().manual_seed(seed)
     return [random_scene(generator) for _ in range(count)]
+
+
+def partial_prompts(count: int, seed: int) -> list[tuple[Scene, str, frozenset[str]]]:
+    """``count`` random scenes, each with a prompt that names the shape and each other attribute with probability
+    1/2, the background clause first half the time: (scene, prompt, the attributes it names, shape included)."""
+    generator = torch.Generator().manual_seed(seed)
+    prompts = []
+    for _ in range(count):
+        scene = random_scene(generator)
+        kept = torch.rand(len(OPTIONAL_IN_PROMPTS) + 1, generator=generator) < 0.5
+        named = frozenset(name for name, keep in zip(OPTIONAL_IN_PROMPTS, kept) if keep)
+        prompts.append((scene, scene.prompt(named, background_first=bool(kept[-1])), named | {"shape"}))
+    return prompts
 
 
 def _coverage(scene: Scene) -> torch.Tensor:

@@ -20,6 +20,31 @@ def test_captions_say_exactly_the_attributes():
         "a small cyan triangle in the middle, black background"
 
 
+def test_prompts_name_the_shape_and_only_the_attributes_asked_for():
+    scene = world.Scene("circle", "red", "large", "left", "white")
+    assert scene.prompt(()) == "a circle"
+    assert scene.prompt(("colour",)) == "a red circle"
+    assert scene.prompt(("size", "colour", "position")) == "a large red circle on the left"
+    assert scene.prompt(("colour", "background"), background_first=True) == "white background, a red circle"
+    assert scene.prompt(world.OPTIONAL_IN_PROMPTS) == scene.caption()
+    with pytest.raises(ValueError, match=r"named holds \['hue'\]"):
+        scene.prompt(("hue",))
+
+
+def test_partial_prompts_mix_every_way_of_leaving_attributes_out():
+    prompts = world.partial_prompts(400, seed=3)
+    assert prompts == world.partial_prompts(400, seed=3)
+    assert len({named for _, _, named in prompts}) == 16 and all("shape" in named for _, _, named in prompts)
+    with_background = [prompt for _, prompt, named in prompts if "background" in named]
+    assert any(prompt.endswith("background") for prompt in with_background)
+    assert any(prompt.startswith(("white background, a", "black background, a")) for prompt in with_background)
+    for scene, prompt, named in prompts:
+        words = prompt.replace(",", " ").split()
+        for name in world.ATTRIBUTES:  # a prompt shows the value of each attribute it names, and of no other
+            value = getattr(scene, name)
+            assert (("middle" if value == "center" else value) in words) == (name in named), (prompt, name)
+
+
 def test_pictures_show_the_background_and_the_shape_colour():
     scene = world.Scene("square", "blue", "large", "center", "black")
     picture = world.render(scene)
