@@ -11,7 +11,7 @@ from ..core.interpolation import keyframe_path
 from ..core.noise import noise_travel, seed_frames, seeded_noise
 from ..reference import models, oracle
 from .frames import frame_row
-from .page import figures_table, node_section, step
+from .page import eight_bit, figures_table, node_section, step
 
 STEPS = 2
 SEEDS = (1, 2, 3)
@@ -23,11 +23,6 @@ def pictures_from_noise(family, noise: torch.Tensor) -> torch.Tensor:
     """What the UNet draws from unit ``noise`` with the empty prompt, so the noise alone decides the picture."""
     context = family.encode_text([""]).hidden_states
     return family.decode(family.sample_latents(context, noise, cfg_scale=1.0)).clamp(0, 1)
-
-
-def to_bytes(pictures: torch.Tensor) -> torch.Tensor:
-    """Pictures as the 8-bit pixels the page shows."""
-    return (pictures * 255).round().to(torch.uint8)
 
 
 def small_in_the_middle(readings: list[dict[str, str]], anchors: list[int]) -> int:
@@ -59,7 +54,7 @@ def render(out: Path, progress, family) -> str:
         alone = torch.cat([pictures_from_noise(family, noise[None]) for noise in seed_noises])  # batch 1, as a user
         alone_row = frame_row(out, "noise_travel_seed", alone, [f"seed {seed} alone" for seed in SEEDS],
                               oracle.read_batch(alone))
-    largest_gap = int((to_bytes(travel_pictures[anchors]).int() - to_bytes(alone).int()).abs().max())
+    largest_gap = int((eight_bit(travel_pictures[anchors]).int() - eight_bit(alone).int()).abs().max())
     travel_stds, lerp_stds = travel.flatten(1).std(dim=1), lerp.flatten(1).std(dim=1)
     between = FRAMES - len(SEEDS)
     travel_small, lerp_small = (small_in_the_middle(readings, anchors) for readings in (travel_readings, lerp_readings))

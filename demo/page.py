@@ -13,9 +13,14 @@ from PIL import Image
 from tqdm import tqdm
 
 
+def eight_bit(values: torch.Tensor) -> torch.Tensor:
+    """Values in 0..1 (clamped) as the 8-bit levels a PNG stores."""
+    return (values.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
 def write_png(path: Path, rgb: torch.Tensor) -> None:
     """Write an image [H, W, 3] with values in 0..1 as an 8-bit PNG."""
-    Image.fromarray((rgb.clamp(0, 1) * 255).round().to(torch.uint8).numpy()).save(path)
+    Image.fromarray(eight_bit(rgb).numpy()).save(path)
 
 
 def upscale(picture: torch.Tensor, scale: int = 3) -> torch.Tensor:
