@@ -53,6 +53,7 @@ def reference_family_figures() -> dict:
     family = models.load()
     vae = evaluate.vae_attribute_preservation(family, 2000, seed=EVALUATION_SEED + 1)
     t2i = evaluate.text_to_image_accuracy(family, 1024, seed=EVALUATION_SEED + 2)
+    held_out = evaluate.text_to_image_accuracy(family, 256, seed=EVALUATION_SEED + 7, held_out=True)
     clip = evaluate.clip_zero_shot(family, 2000, seed=EVALUATION_SEED + 3)
     partial_t2i = evaluate.partial_prompt_accuracy(family, 1024, seed=EVALUATION_SEED + 5)
     partial_clip = evaluate.clip_zero_shot_partial(family, 2000, seed=EVALUATION_SEED + 6)
@@ -62,6 +63,9 @@ def reference_family_figures() -> dict:
         "ref_t2i_color_accuracy": t2i["colour"],
         "ref_t2i_shape_accuracy": t2i["shape"],
         **{f"ref_t2i_{name}_accuracy": t2i[name] for name in ("size", "position", "background")},
+        # Shape-and-colour pairs the family never saw in training: what composition reaches.
+        "ref_t2i_heldout_accuracy": min(held_out["colour"], held_out["shape"]),
+        **{f"ref_t2i_heldout_{name}_accuracy": value for name, value in held_out.items()},
         "ref_clip_zeroshot_color": clip["colour"],
         "ref_clip_zeroshot_shape": clip["shape"],
         **{f"ref_clip_zeroshot_{name}": clip[name] for name in ("size", "position", "background")},

@@ -36,9 +36,9 @@ def render(out: Path, progress, family) -> str:
         f"<p>Four keyframes — the world's pictures of {captions}, encoded by the VAE — and the path through them: "
         f"slerp, {FRAMES_PER_SEGMENT} frames per segment, <code>smooth</code> on (a Catmull-Rom spline through the "
         f"keyframes), decoded. The keyframes land exactly on frames {', '.join(map(str, key_frames))} (outlined in "
-        "red). Between them the square grows, its sides pinched in on "
+        "red). Between them the square grows, its sides a little pinched on "
         "the way; its corners round off into the circle; and the circle's top rises to the triangle's point "
-        "through a house-like pentagon. Each keyframe differs from the next in one attribute, and every frame "
+        "through a rounded, house-like shape. Each keyframe differs from the next in one attribute, and every frame "
         "between decodes to one green shape on its way from one to the next.</p>"
         + row
         + figures_table({"largest difference between a keyframe's frame and the keyframe latent": f"{largest_gap:g}"})

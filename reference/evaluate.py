@@ -28,9 +28,10 @@ def _generate(family: models.ReferenceWorld, prompts: list[str], seed: int, step
 
 @torch.no_grad()
 def text_to_image_accuracy(family: models.ReferenceWorld, count: int, seed: int, steps: int = 20,
-                           cfg_scale: float = 4.0, batch: int = 128) -> dict[str, float]:
-    """How often the oracle reads in a picture generated from a caption the attributes the caption names."""
-    scenes = world.scenes(count, seed=seed)
+                           cfg_scale: float = 4.0, batch: int = 128, held_out: bool = False) -> dict[str, float]:
+    """How often the oracle reads in a picture generated from a caption the attributes the caption names: captions
+    of the shape-and-colour pairs seen in training, or (``held_out``) of those never seen (``world.HELD_OUT``)."""
+    scenes = world.scenes(count, seed=seed, held_out=held_out)
     pictures = _generate(family, [scene.caption() for scene in scenes], seed, steps, cfg_scale, batch)
     return oracle.accuracy(oracle.read_batch(pictures), [scene.attributes() for scene in scenes])
 

@@ -24,16 +24,21 @@ from . import grammar, world
 WEIGHTS = Path(__file__).parent / "weights"
 CLIP_CONFIG_FILE = Path(__file__).parent / "LSC-Reference-CLIP.json"  # registered with open_clip by its file name
 CLIP_NAME = CLIP_CONFIG_FILE.stem
+LATENT_PREVIEW_FILE = "latent_preview.json"  # beside the VAE: ComfyUI's sampler-preview colours (train.latent_preview)
 
-# 32x32x3 pictures <-> 8x8x4 latents (three resolutions, two downsamplings).
+# 32x32x3 pictures <-> 8x8x4 latents (three resolutions, two downsamplings). Every width is a multiple of 32 and
+# every GroupNorm has 32 groups, as ComfyUI's own AutoencoderKL and UNet modules build them, so the same weights
+# load there natively (nodes/reference.py).
+DOWNSCALE = 4
 VAE_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, sample_size=world.SIZE,
                   down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-                  block_out_channels=(16, 32, 64), layers_per_block=1, norm_num_groups=8)
-UNET_CONFIG = dict(sample_size=world.SIZE // 4, in_channels=4, out_channels=4, layers_per_block=1,
+                  block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=32)
+# attention_head_dim is diffusers' historical name for the number of heads in this class: 8 heads.
+UNET_CONFIG = dict(sample_size=world.SIZE // DOWNSCALE, in_channels=4, out_channels=4, layers_per_block=1,
                    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-                   up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), block_out_channels=(48, 96),
-                   attention_head_dim=8, norm_num_groups=16, cross_attention_dim=64)
-LATENT_SHAPE = (4, world.SIZE // 4, world.SIZE // 4)
+                   up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), block_out_channels=(64, 128),
+                   attention_head_dim=8, norm_num_groups=32, cross_attention_dim=64)
+LATENT_SHAPE = (4, world.SIZE // DOWNSCALE, world.SIZE // DOWNSCALE)
 # Stable Diffusion's discrete noise schedule, predicting the noise.
 SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                         prediction_type="epsilon")
@@ -58,6 +63,12 @@ def every_scene() -> list[world.Scene]:
 def every_caption() -> list[str]:
     """The 216 distinct captions of the world."""
     return [scene.caption() for scene in every_scene()]
+
+
+def named_subsets() -> list[tuple[str, ...]]:
+    """Every choice of the optional attributes a prompt names, the empty one first and the full caption's last."""
+    optional = world.OPTIONAL_IN_PROMPTS
+    return [tuple(name for bit, name in enumerate(optional) if mask >> bit & 1) for mask in range(2 ** len(optional))]
 
 
 def build_tokenizer():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -52,8 +53,60 @@ def deterministic(seed: int) -> Iterator[torch.Generator]:
 
 
 def training_set(count: int = TRAIN_PICTURES, seed: int = SEED) -> tuple[list[world.Scene], torch.Tensor]:
-    scenes = world.scenes(count, seed=seed)
+    """Pictures of every shape-and-colour pair but the held-out ones (``world.HELD_OUT``)."""
+    scenes = world.scenes(count, seed=seed, held_out=False)
     return scenes, world.render_batch(scenes)
+
+
+@dataclass
+class TrainingPrompts:
+    """Every distinct prompt a scene can be described by — the full caption and every partial one, the background
+    clause last or first — and which attribute values each names, so that the models learn prompts as artists
+    write them, not only the 216 captions."""
+    texts: list[str]
+    named_values: torch.Tensor  # [prompts, attributes]: the index of the value a prompt names, -1 where it names none
+    by_kind: torch.Tensor  # [scene kinds, named subsets, 2 orders] -> prompt index
+
+    @classmethod
+    def build(cls) -> "TrainingPrompts":
+        texts, index, named_values = [], {}, []
+        kinds, subsets = models.every_scene(), models.named_subsets()
+        by_kind = torch.empty(len(kinds), len(subsets), 2, dtype=torch.long)
+        for k, scene in enumerate(kinds):
+            for s, named in enumerate(subsets):
+                for order in (0, 1):
+                    text = scene.prompt(named, background_first=bool(order))
+                    if text not in index:
+                        index[text] = len(texts)
+                        texts.append(text)
+                        named_values.append(_value_indices(scene, ("shape", *named)))
+                    by_kind[k, s, order] = index[text]
+        return cls(texts, torch.tensor(named_values), by_kind)
+
+    def draw(self, kinds: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A prompt index per picture of scene kind ``kinds``: the full caption half the time, otherwise each optional
+        attribute named with probability 1/2; the background clause first half the time."""
+        count, optional = len(kinds), len(world.OPTIONAL_IN_PROMPTS)
+        full = torch.rand(count, generator=generator) < 0.5
+        named = (torch.rand(count, optional, generator=generator) < 0.5) | full[:, None]
+        subset = (named.long() << torch.arange(optional)).sum(dim=1)  # the bit order of models.named_subsets()
+        background_first = (torch.rand(count, generator=generator) < 0.5).long()
+        return self.by_kind[kinds, subset, background_first]
+
+    def matches(self, scene_values: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
+        """[pictures, prompts]: whether each picture (its ``_value_indices``) has every attribute each prompt names."""
+        named = self.named_values[prompts][None]
+        return ((named < 0) | (named == scene_values[:, None])).all(dim=-1)
+
+
+def _value_indices(scene: world.Scene, named=tuple(world.ATTRIBUTES)) -> list[int]:
+    return [world.ATTRIBUTES[name].index(getattr(scene, name)) if name in named else -1 for name in world.ATTRIBUTES]
+
+
+def _scene_kinds(scenes: list[world.Scene]) -> torch.Tensor:
+    """Each scene's index in ``models.every_scene()``."""
+    index = {tuple(_value_indices(kind)): k for k, kind in enumerate(models.every_scene())}
+    return torch.tensor([index[tuple(_value_indices(scene))] for scene in scenes])
 
 
 def fit(parameters, loss_at: Callable[[int], torch.Tensor], steps: int, peak_lr: float, log: Log, name: str,
@@ -100,9 +153,26 @@ def train_vae(pictures: torch.Tensor, log: Log, steps: int = 3000, batch: int = 
         return vae
 
 
-def _caption_ids(scenes: list[world.Scene]) -> torch.Tensor:
-    index = {caption: i for i, caption in enumerate(models.every_caption())}
-    return torch.tensor([index[scene.caption()] for scene in scenes])
+@torch.no_grad()
+def latent_preview(vae, pictures: torch.Tensor) -> dict[str, list]:
+    """The linear map (and bias) from a scaled latent cell to the RGB, in -1..1, of the picture block it encodes, by
+    least squares: ComfyUI's sampler previews colour latents with it (``latent_rgb_factors``, [channels][3]). The
+    border cells encode their blocks differently (the convolutions' padding) and are left out of the fit. The VAE
+    encodes hue non-linearly, so a linear preview shows layout and brightness well and hue only roughly."""
+    latents = torch.cat([vae_encoder(vae)(chunk) for chunk in pictures.split(512)]) * vae.config.scaling_factor
+    blocks = F.avg_pool2d(pictures * 2 - 1, pictures.shape[-1] // latents.shape[-1])
+    latents, blocks = latents[..., 1:-1, 1:-1], blocks[..., 1:-1, 1:-1]
+    inputs = latents.movedim(1, -1).reshape(-1, latents.shape[1])
+    inputs = torch.cat([inputs, torch.ones(len(inputs), 1)], dim=1).double()
+    solution = torch.linalg.lstsq(inputs, blocks.movedim(1, -1).reshape(-1, 3).double()).solution.float()
+    return {"latent_rgb_factors": [[round(v, 5) for v in row] for row in solution[:-1].tolist()],
+            "latent_rgb_factors_bias": [round(v, 5) for v in solution[-1].tolist()]}
+
+
+def save_vae(vae, pictures: torch.Tensor, folder: Path) -> None:
+    """A diffusers folder, with the sampler-preview colours beside the weights."""
+    vae.save_pretrained(folder)
+    models.save_json(folder / models.LATENT_PREVIEW_FILE, latent_preview(vae, pictures))
 
 
 def _clip_tokens(tokenizer, clip) -> Callable[[list[str]], torch.Tensor]:
@@ -111,7 +181,7 @@ def _clip_tokens(tokenizer, clip) -> Callable[[list[str]], torch.Tensor]:
                                    truncation=True, return_tensors="pt").input_ids
 
 
-def train_clip(scenes: list[world.Scene], pictures: torch.Tensor, tokenizer, log: Log, steps: int = 1500,
+def train_clip(scenes: list[world.Scene], pictures: torch.Tensor, tokenizer, log: Log, steps: int = 2000,
                batch: int = 128):
     open_clip = require_package("open_clip", "open_clip_torch", "training the reference CLIP")
     with deterministic(SEED + 2) as generator:
@@ -121,27 +191,30 @@ def train_clip(scenes: list[world.Scene], pictures: torch.Tensor, tokenizer, log
         if vocab_size != len(tokenizer):
             raise ValueError(f"{models.CLIP_CONFIG_FILE.name} has vocab_size {vocab_size} but the tokenizer has "
                              f"{len(tokenizer)} tokens; update the config")
-        tokens = _clip_tokens(tokenizer, clip)(models.every_caption())
-        caption_ids = _caption_ids(scenes)
+        prompts = TrainingPrompts.build()
+        tokens = _clip_tokens(tokenizer, clip)(prompts.texts)
+        kinds = _scene_kinds(scenes)
+        values = torch.tensor([_value_indices(scene) for scene in scenes])
         score = open_clip_image_scorer(clip)
 
         def loss_at(step: int) -> torch.Tensor:
             pick = torch.randint(len(pictures), (batch,), generator=generator)
-            ids = caption_ids[pick]
+            ids = prompts.draw(kinds[pick], generator)
             image_features = score(pictures[pick])
             text_features = clip.encode_text(tokens[ids], normalize=True)
             logits = clip.logit_scale.exp() * image_features @ text_features.T
-            # Several pictures in a batch can share a caption: every one of them is a positive, not a negative.
-            same = (ids[:, None] == ids[None, :]).float()
-            targets = same / same.sum(dim=1, keepdim=True)
-            return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+            # A prompt fits every picture in the batch that has the attributes it names ("a circle" fits every
+            # circle): each such pair is a positive, not a negative.
+            fits = prompts.matches(values[pick], ids).float()
+            return (F.cross_entropy(logits, fits / fits.sum(dim=1, keepdim=True))
+                    + F.cross_entropy(logits.T, (fits / fits.sum(dim=0, keepdim=True)).T)) / 2
 
         fit(clip.parameters(), loss_at, steps, 2e-3, log, "clip", weight_decay=0.05)
         return clip.eval()
 
 
 def train_unet(vae, clip, tokenizer, pictures: torch.Tensor, scenes: list[world.Scene], log: Log,
-               steps: int = 3000, batch: int = 64, uncond_rate: float = 0.1):
+               steps: int = 2500, batch: int = 48, uncond_rate: float = 0.1):
     diffusers = require_package("diffusers", "diffusers", "training the reference UNet")
     training_utils = require_package("diffusers.training_utils", "diffusers", "training the reference UNet")
     with deterministic(SEED + 3) as generator:
@@ -153,15 +226,16 @@ def train_unet(vae, clip, tokenizer, pictures: torch.Tensor, scenes: list[world.
             posteriors = [vae.encode(chunk * 2 - 1).latent_dist for chunk in pictures.split(512)]
             means = torch.cat([p.mean for p in posteriors]) * vae.config.scaling_factor
             stds = torch.cat([p.std for p in posteriors]) * vae.config.scaling_factor
+            prompts = TrainingPrompts.build()
             encode = open_clip_text_encoder(clip, _clip_tokens(tokenizer, clip))
-            captions = encode(models.every_caption()).hidden_states
+            contexts = encode(prompts.texts).hidden_states
             empty = encode([""]).hidden_states
-        caption_ids = _caption_ids(scenes)
+        kinds = _scene_kinds(scenes)
 
         def loss_at(step: int) -> torch.Tensor:
             pick = torch.randint(len(means), (batch,), generator=generator)
             latents = means[pick] + stds[pick] * torch.randn(means[pick].shape, generator=generator)
-            context = captions[caption_ids[pick]]
+            context = contexts[prompts.draw(kinds[pick], generator)]
             dropped = torch.rand(batch, generator=generator) < uncond_rate  # classifier-free guidance dropout
             context = torch.where(dropped[:, None, None], empty, context)
             timesteps = torch.randint(scheduler.config.num_train_timesteps, (batch,), generator=generator)
@@ -221,7 +295,7 @@ def train(out: Path | str, only: str | None = None, log: Log = print) -> None:
     scenes, pictures = training_set()
     stages = STAGES if only is None else (only,)
     if "vae" in stages:
-        train_vae(pictures, log).save_pretrained(out / "vae")
+        save_vae(train_vae(pictures, log), pictures, out / "vae")
     if "clip" in stages:
         save_clip(train_clip(scenes, pictures, tokenizer, log), tokenizer, out / "clip")
     if "unet" in stages:

@@ -7,7 +7,7 @@ anti-aliasing, and it keeps the VAE's latent (8×8 at a downscale of 4) small en
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Collection
+from typing import Collection, Iterator
 
 import torch
 
@@ -23,6 +23,9 @@ BACKGROUNDS = {"white": (0.95, 0.95, 0.95), "black": (0.05, 0.05, 0.05)}
 ATTRIBUTES = {"shape": SHAPES, "colour": tuple(COLOURS), "size": tuple(SIZES), "position": tuple(POSITIONS),
               "background": tuple(BACKGROUNDS)}
 OPTIONAL_IN_PROMPTS = ("size", "colour", "position", "background")  # a prompt always names the shape
+# Shape-and-colour pairs that no model of the family sees in training (one per shape, one per colour), so that
+# controls can show they reach pictures the model never saw; ``ref_t2i_heldout_accuracy`` measures them.
+HELD_OUT = frozenset({("circle", "magenta"), ("square", "cyan"), ("triangle", "green")})
 _SUPERSAMPLE = 4
 
 
@@ -60,6 +63,10 @@ class Scene:
     def attributes(self) -> dict[str, str]:
         return {name: getattr(self, name) for name in ATTRIBUTES}
 
+    @property
+    def held_out(self) -> bool:
+        return (self.shape, self.colour) in HELD_OUT
+
 
 def random_scene(generator: torch.Generator) -> Scene:
     def pick(options):
@@ -72,19 +79,29 @@ def random_scene(generator: torch.Generator) -> Scene:
                  pick(tuple(BACKGROUNDS)), dy=uniform(-4.0, 4.0), dx=uniform(-1.0, 1.0), brightness=uniform(0.85, 1.0))
 
 
-def scenes(count: int, seed: int) -> list[Scene]:
-    """``count`` random scenes, the same for the same seed."""
-    generator = torch.Generator().manual_seed(seed)
-    return [random_scene(generator) for _ in range(count)]
+def _random_scenes(generator: torch.Generator, held_out: bool | None) -> Iterator[Scene]:
+    """Random scenes: all of them (``held_out`` None), only the ``HELD_OUT`` pairs (True) or only the others (False)."""
+    while True:
+        scene = random_scene(generator)
+        if held_out is None or scene.held_out == held_out:
+            yield scene
+
+
+def scenes(count: int, seed: int, held_out: bool | None = None) -> list[Scene]:
+    """``count`` random scenes, the same for the same seed; ``held_out`` as ``_random_scenes``'."""
+    draw = _random_scenes(torch.Generator().manual_seed(seed), held_out)
+    return [next(draw) for _ in range(count)]
 
 
 def partial_prompts(count: int, seed: int) -> list[tuple[Scene, str, frozenset[str]]]:
-    """``count`` random scenes, each with a prompt that names the shape and each other attribute with probability
-    1/2, the background clause first half the time: (scene, prompt, the attributes it names, shape included)."""
+    """``count`` random scenes of the pairs seen in training, each with a prompt that names the shape and each other
+    attribute with probability 1/2, the background clause first half the time: (scene, prompt, the attributes it
+    names, shape included)."""
     generator = torch.Generator().manual_seed(seed)
+    draw = _random_scenes(generator, held_out=False)
     prompts = []
     for _ in range(count):
-        scene = random_scene(generator)
+        scene = next(draw)
         kept = torch.rand(len(OPTIONAL_IN_PROMPTS) + 1, generator=generator) < 0.5
         named = frozenset(name for name, keep in zip(OPTIONAL_IN_PROMPTS, kept) if keep)
         prompts.append((scene, scene.prompt(named, background_first=bool(kept[-1])), named | {"shape"}))

@@ -6,7 +6,8 @@ from latent_space_control.core.interpolation import (interpolate_embeddings, int
                                                      path_positions)
 from latent_space_control.core.noise import seeded_noise
 
-PACK_NODES = ["LSC_LatentInterpolate", "LSC_LatentKeyframes", "LSC_NoiseTravel", "LSC_ConditioningInterpolate"]
+PACK_NODES = ["LSC_LatentInterpolate", "LSC_LatentKeyframes", "LSC_NoiseTravel", "LSC_ConditioningInterpolate",
+              "LSC_ReferenceModelLoader", "LSC_EmptyLatentForVAE"]  # every node of the pack
 
 
 def latent(seed, batch=1, channels=4, length=0, height=8, width=8):

@@ -1,4 +1,5 @@
-"""Every shipped workflow, converted from its UI format and executed by ComfyUI on tiny models."""
+"""Every shipped workflow, converted from its UI format and executed by ComfyUI: on tiny models, and on the reference
+family, where the oracle reads what the pictures show."""
 
 import json
 from pathlib import Path
@@ -6,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from latent_space_control.reference import oracle, world
 from ui_to_api import ui_to_api
 
 WORKFLOWS = sorted((Path(__file__).resolve().parents[2] / "workflows").glob("*.json"))
@@ -26,7 +28,8 @@ def write_input_images(comfy, workflow):
 
 
 def test_workflows_are_shipped():
-    assert {path.name for path in WORKFLOWS} >= {"lsc_morph_animation.json", "lsc_interpolate_images.json"}
+    assert {path.name for path in WORKFLOWS} >= {"lsc_morph_animation.json", "lsc_interpolate_images.json",
+                                                 "lsc_reference_tour.json"}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[path.stem for path in WORKFLOWS])
@@ -52,3 +55,106 @@ def test_converter_refuses_widget_values_that_do_not_fit_the_node(comfy):
     node["widgets_values"].append("surplus")
     with pytest.raises(ValueError, match="widget values but its inputs take"):
         ui_to_api(workflow, comfy.node_class)
+
+
+# ---- on the reference family ------------------------------------------------------------------------------------
+
+SCENE_A = world.Scene("circle", "red", "large", "left", "white")
+SCENE_B = world.Scene("square", "blue", "small", "right", "black")
+
+
+def _by_title(workflow, title):
+    return next(str(node["id"]) for node in workflow["nodes"] if node.get("title") == title)
+
+
+def _source_of(workflow, node_id, input_name):
+    """The id of the node feeding ``input_name`` of node ``node_id``."""
+    node = next(n for n in workflow["nodes"] if str(n["id"]) == node_id)
+    link = next(slot["link"] for slot in node["inputs"] if slot["name"] == input_name)
+    return str(next(l[1] for l in workflow["links"] if l[0] == link))
+
+
+def _decoded(workflow, prompt, sampler_id):
+    """Capture the pictures the VAEDecode after ``sampler_id`` makes."""
+    decode = next(key for key, node in prompt.items()
+                  if node["class_type"] == "VAEDecode" and node["inputs"]["samples"][0] == sampler_id)
+    prompt[f"capture_{decode}"] = {"class_type": "LSCTest_Capture",
+                                   "inputs": {"value": [decode, 0], "label": sampler_id}}
+    return sampler_id
+
+
+def _assert_reads(image, scene, label):
+    reading = oracle.read_batch(image[None].movedim(-1, 1))[0]
+    assert reading == scene.attributes(), f"{label}: expected {scene.caption()!r}, read {reading}"
+
+
+def _tour(workflow, prompt):
+    """Prompt A's pictures read as Prompt A; prompt travel starts at A and ends at B; seed travel's frames are the
+    seeds' own pictures."""
+    for title, scene in (("Prompt A", SCENE_A), ("Prompt B", SCENE_B)):
+        assert prompt[_by_title(workflow, title)]["inputs"]["text"] == scene.caption()
+    checks = {_decoded(workflow, prompt, _by_title(workflow, "Text to image (Prompt A)")): "t2i",
+              _decoded(workflow, prompt, _by_title(workflow, "Seed travel")): "seeds",
+              _decoded(workflow, prompt, _by_title(workflow, "Prompt travel")): "prompts"}
+
+    def check(captured):
+        by_name = {name: captured[key] for key, name in checks.items()}
+        for i, image in enumerate(by_name["t2i"]):
+            _assert_reads(image, SCENE_A, f"text to image, picture {i + 1}")
+        for i in (0, -1):
+            _assert_reads(by_name["seeds"][i], SCENE_A, f"seed travel, frame {i}")
+        _assert_reads(by_name["prompts"][0], SCENE_A, "prompt travel, first frame")
+        _assert_reads(by_name["prompts"][-1], SCENE_B, "prompt travel, last frame")
+    return check
+
+
+def _morph(workflow, prompt):
+    """Prompt A and B become reference captions: the animation starts at A and ends at B."""
+    travel = next(str(n["id"]) for n in workflow["nodes"] if n["type"] == "LSC_ConditioningInterpolate")
+    for name, text in (("conditioning_a", SCENE_A.caption()), ("conditioning_b", SCENE_B.caption()), ("around", "")):
+        prompt[_source_of(workflow, travel, name)]["inputs"]["text"] = text
+    sampler = _decoded(workflow, prompt, next(k for k, n in prompt.items()
+                                              if n["class_type"] == "SamplerCustomAdvanced"))
+
+    def check(captured):
+        _assert_reads(captured[sampler][0], SCENE_A, "first frame")
+        _assert_reads(captured[sampler][-1], SCENE_B, "last frame")
+    return check
+
+
+def _interpolate_images(workflow, prompt):
+    """Image A and B are reference pictures: the raw latent blend starts as A and ends as B."""
+    blend = next(str(n["id"]) for n in workflow["nodes"] if n["type"] == "LSC_LatentInterpolate")
+    frames = _decoded(workflow, prompt, blend)
+
+    def check(captured):
+        _assert_reads(captured[frames][0], SCENE_A, "first frame")
+        _assert_reads(captured[frames][-1], SCENE_B, "last frame")
+    return check
+
+
+MEANINGS = {"lsc_reference_tour": _tour, "lsc_morph_animation": _morph, "lsc_interpolate_images": _interpolate_images}
+
+
+def write_reference_pictures(comfy, prompt):
+    """LoadImage nodes load reference-world pictures: the first Scene A, the others Scene B."""
+    from PIL import Image
+
+    loads = [node for _, node in sorted(prompt.items(), key=lambda item: int(item[0]) if item[0].isdigit() else 0)
+             if node["class_type"] == "LoadImage"]
+    for i, (node, scene) in enumerate(zip(loads, [SCENE_A] + [SCENE_B] * (len(loads) - 1))):
+        pixels = (world.render(scene).movedim(0, -1) * 255).round().to(torch.uint8)
+        node["inputs"]["image"] = f"lsc_reference_{i}.png"
+        Image.fromarray(pixels.numpy()).save(comfy.input_dir / node["inputs"]["image"])
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[path.stem for path in WORKFLOWS])
+def test_workflow_on_the_reference_family_shows_what_it_says(comfy, path):
+    workflow = json.loads(path.read_text())
+    assert path.stem in MEANINGS, f"{path.name}: say what its pictures must show on the reference family"
+    prompt = ui_to_api(workflow, comfy.node_class, reference=True)
+    check = MEANINGS[path.stem](workflow, prompt)
+    write_reference_pictures(comfy, prompt)
+    result = comfy.run(prompt)
+    assert result.ok, result.error
+    check(result.captured)

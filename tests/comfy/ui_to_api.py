@@ -10,6 +10,10 @@ from __future__ import annotations
 from typing import Callable
 
 FRONTEND_ONLY = {"Note", "MarkdownNote"}
+# The switch that runs a workflow made for a real checkpoint on the pack's reference family: its loader instead of the
+# checkpoint's, and sizes in its pictures (32×32; its VAE downscales by 4, so Empty Latent Image asks for 64×64).
+REFERENCE_REPLACE = {"CheckpointLoaderSimple": "LSC_ReferenceModelLoader"}
+REFERENCE_OVERRIDES = {"EmptyLatentImage": {"width": 64, "height": 64}, "ImageScale": {"width": 32, "height": 32}}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize", True, False}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
@@ -35,10 +39,15 @@ def _source(links: dict, nodes: dict, link_id: int) -> list:
 
 
 def ui_to_api(workflow: dict, node_class: Callable[[str], type], replace: dict | None = None,
-              overrides: dict | None = None) -> dict:
+              overrides: dict | None = None, reference: bool = False) -> dict:
     """The API prompt for ``workflow``. ``replace`` swaps class types (e.g. a checkpoint loader for a tiny test
-    model with the same outputs); ``overrides`` sets widget values by class type ({"KSampler": {"steps": 2}})."""
+    model with the same outputs; the new node keeps only the inputs it declares); ``overrides`` sets widget values
+    by class type ({"KSampler": {"steps": 2}}); ``reference`` runs the workflow on the reference family
+    (``REFERENCE_REPLACE`` and ``REFERENCE_OVERRIDES`` under the caller's own)."""
     replace, overrides = replace or {}, overrides or {}
+    if reference:
+        replace = {**REFERENCE_REPLACE, **replace}
+        overrides = {**REFERENCE_OVERRIDES, **overrides}
     nodes = {node["id"]: node for node in workflow["nodes"]}
     links = {link[0]: link for link in workflow["links"]}
     prompt = {}
@@ -67,5 +76,9 @@ def ui_to_api(workflow: dict, node_class: Callable[[str], type], replace: dict |
             raise ValueError(f"node {node_id} ({node['type']}) has {len(values)} widget values but its inputs take "
                              f"{position}: the workflow does not match this version of the node")
         inputs.update(overrides.get(node["type"], {}))
-        prompt[str(node_id)] = {"class_type": replace.get(node["type"], node["type"]), "inputs": inputs}
+        class_type = replace.get(node["type"], node["type"])
+        if class_type != node["type"]:
+            declared = {name for section in node_class(class_type).INPUT_TYPES().values() for name in section}
+            inputs = {name: value for name, value in inputs.items() if name in declared}
+        prompt[str(node_id)] = {"class_type": class_type, "inputs": inputs}
     return prompt

@@ -30,11 +30,13 @@ def family():
         yield family
 
 
-def test_shipped_weights_are_safetensors_within_20_mb():
+def test_shipped_weights_are_safetensors_within_24_mb():
+    """Small enough for every clone; float32 (ComfyUI runs the family as the engine does), with widths ComfyUI's
+    32-group GroupNorms can build."""
     files = [path for path in models.WEIGHTS.rglob("*") if path.is_file()]
     weights = [path for path in files if path.suffix in (".safetensors", ".bin", ".pt", ".pth", ".ckpt")]
     assert weights and all(path.suffix == ".safetensors" for path in weights)
-    assert sum(path.stat().st_size for path in files) <= 20 * 2 ** 20
+    assert sum(path.stat().st_size for path in files) <= 24 * 2 ** 20
 
 
 def _shapes(model: torch.nn.Module) -> dict[str, torch.Size]:
@@ -81,14 +83,41 @@ def test_pictures_from_captions_show_the_caption(family):
     assert accuracy["colour"] >= 0.90 and accuracy["shape"] >= 0.85, accuracy
 
 
-def test_partial_prompts_are_measured_on_the_attributes_they_name(family):
-    """Measured, not yet met: the shipped family saw only full captions, and prompts that leave attributes out lose
-    much of their colour (about 0.6 against 1.0 from full captions, chance 1/6), in CLIP and in pictures alike."""
+def test_prompts_that_name_only_some_attributes_show_them(family):
+    """The family trained on partial prompts too: "a red circle" is red and round, in CLIP and in pictures."""
     pictures = evaluate.partial_prompt_accuracy(family, 96, seed=EVALUATION_SEED)
     zero_shot = evaluate.clip_zero_shot_partial(family, 256, seed=EVALUATION_SEED)
     for accuracy in (pictures, zero_shot):
         assert set(accuracy) == set(world.ATTRIBUTES) and all(0 <= value <= 1 for value in accuracy.values())
-        assert accuracy["colour"] > 0.35 and accuracy["shape"] > 0.4, accuracy
+        assert accuracy["colour"] >= 0.85 and accuracy["shape"] >= 0.8, accuracy
+
+
+def test_training_never_shows_the_held_out_pairs_and_draws_prompts_that_fit_their_pictures():
+    scenes, _ = train.training_set(count=2000)
+    assert not any(scene.held_out for scene in scenes)
+    prompts = train.TrainingPrompts.build()
+    assert len(prompts.texts) == len(set(prompts.texts)) == 1260  # 3 shapes x (3 x 7 x 4 x 5) ways to name the rest
+    assert set(models.every_caption()) <= set(prompts.texts) and "a red circle" in prompts.texts
+    kinds = train._scene_kinds(scenes)
+    drawn = prompts.draw(kinds, torch.Generator().manual_seed(0))
+    values = torch.tensor([train._value_indices(scene) for scene in scenes])
+    fits = prompts.matches(values, drawn)
+    assert fits.diagonal().all()  # every picture's prompt describes it
+    every = world.OPTIONAL_IN_PROMPTS
+    full = sum(prompts.texts[i] in (scene.prompt(every), scene.prompt(every, background_first=True))
+               for i, scene in zip(drawn.tolist(), scenes)) / len(scenes)
+    assert 0.48 <= full <= 0.6  # half full captions, plus the 1/16 of partial draws that name everything
+    assert not fits.all() and fits.float().mean() < 0.2  # other pictures mostly do not fit
+
+
+def test_shipped_preview_colours_are_the_least_squares_fit(family):
+    import json
+
+    shipped = json.loads((models.WEIGHTS / "vae" / models.LATENT_PREVIEW_FILE).read_text())
+    with torch.no_grad():
+        fitted = train.latent_preview(family.vae, world.render_batch(world.scenes(512, seed=EVALUATION_SEED)))
+    for key in ("latent_rgb_factors", "latent_rgb_factors_bias"):
+        assert torch.allclose(torch.tensor(fitted[key]), torch.tensor(shipped[key]), atol=0.05), key
 
 
 def test_unconditional_model_was_trained_for_guidance(family):

@@ -13,6 +13,15 @@ def test_scenes_are_deterministic_and_cover_every_attribute():
         assert {getattr(scene, name) for scene in first} == set(values)
 
 
+def test_held_out_pairs_are_one_per_shape_and_colour_and_scenes_can_leave_them_out():
+    assert sorted(shape for shape, _ in world.HELD_OUT) == sorted(world.SHAPES)
+    assert len({colour for _, colour in world.HELD_OUT}) == len(world.HELD_OUT)
+    seen, held_out = world.scenes(300, seed=7, held_out=False), world.scenes(60, seed=7, held_out=True)
+    assert not any(scene.held_out for scene in seen) and all(scene.held_out for scene in held_out)
+    assert {(scene.shape, scene.colour) for scene in held_out} == world.HELD_OUT
+    assert not any(scene.held_out for scene, _, _ in world.partial_prompts(300, seed=7))
+
+
 def test_captions_say_exactly_the_attributes():
     scene = world.Scene("circle", "red", "large", "left", "white")
     assert scene.caption() == "a large red circle on the left, white background"
