@@ -83,6 +83,11 @@ def test_pictures_from_captions_show_the_caption(family):
     assert accuracy["colour"] >= 0.90 and accuracy["shape"] >= 0.85, accuracy
 
 
+def test_captions_of_pairs_never_seen_in_training_mostly_come_out_right(family):
+    accuracy = evaluate.text_to_image_accuracy(family, 48, seed=EVALUATION_SEED, held_out=True)
+    assert accuracy["colour"] >= 0.75 and accuracy["shape"] >= 0.75, accuracy
+
+
 def test_prompts_that_name_only_some_attributes_show_them(family):
     """The family trained on partial prompts too: "a red circle" is red and round, in CLIP and in pictures."""
     pictures = evaluate.partial_prompt_accuracy(family, 96, seed=EVALUATION_SEED)
