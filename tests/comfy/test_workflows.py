@@ -74,7 +74,7 @@ def _source_of(workflow, node_id, input_name):
     return str(next(l[1] for l in workflow["links"] if l[0] == link))
 
 
-def _decoded(workflow, prompt, sampler_id):
+def _decoded(prompt, sampler_id):
     """Capture the pictures the VAEDecode after ``sampler_id`` makes."""
     decode = next(key for key, node in prompt.items()
                   if node["class_type"] == "VAEDecode" and node["inputs"]["samples"][0] == sampler_id)
@@ -89,13 +89,13 @@ def _assert_reads(image, scene, label):
 
 
 def _tour(workflow, prompt):
-    """Prompt A's pictures read as Prompt A; prompt travel starts at A and ends at B; seed travel's frames are the
-    seeds' own pictures."""
+    """Prompt A's pictures read as Prompt A; seed travel's first and last frames (the two seeds' own pictures) too;
+    prompt travel starts at A and ends at B."""
     for title, scene in (("Prompt A", SCENE_A), ("Prompt B", SCENE_B)):
         assert prompt[_by_title(workflow, title)]["inputs"]["text"] == scene.caption()
-    checks = {_decoded(workflow, prompt, _by_title(workflow, "Text to image (Prompt A)")): "t2i",
-              _decoded(workflow, prompt, _by_title(workflow, "Seed travel")): "seeds",
-              _decoded(workflow, prompt, _by_title(workflow, "Prompt travel")): "prompts"}
+    checks = {_decoded(prompt, _by_title(workflow, "Text to image (Prompt A)")): "t2i",
+              _decoded(prompt, _by_title(workflow, "Seed travel")): "seeds",
+              _decoded(prompt, _by_title(workflow, "Prompt travel")): "prompts"}
 
     def check(captured):
         by_name = {name: captured[key] for key, name in checks.items()}
@@ -113,7 +113,7 @@ def _morph(workflow, prompt):
     travel = next(str(n["id"]) for n in workflow["nodes"] if n["type"] == "LSC_ConditioningInterpolate")
     for name, text in (("conditioning_a", SCENE_A.caption()), ("conditioning_b", SCENE_B.caption()), ("around", "")):
         prompt[_source_of(workflow, travel, name)]["inputs"]["text"] = text
-    sampler = _decoded(workflow, prompt, next(k for k, n in prompt.items()
+    sampler = _decoded(prompt, next(k for k, n in prompt.items()
                                               if n["class_type"] == "SamplerCustomAdvanced"))
 
     def check(captured):
@@ -125,7 +125,7 @@ def _morph(workflow, prompt):
 def _interpolate_images(workflow, prompt):
     """Image A and B are reference pictures: the raw latent blend starts as A and ends as B."""
     blend = next(str(n["id"]) for n in workflow["nodes"] if n["type"] == "LSC_LatentInterpolate")
-    frames = _decoded(workflow, prompt, blend)
+    frames = _decoded(prompt, blend)
 
     def check(captured):
         _assert_reads(captured[frames][0], SCENE_A, "first frame")
