@@ -138,6 +138,9 @@ def text_direction(encode: PromptEncoder, positive: Sequence[str], negative: Seq
     vectors = {"conditioning": tokens[:count].float().mean(0) - tokens[count:].float().mean(0)}
     if pooled is not None:
         vectors["pooled"] = pooled[:count].float().mean(0) - pooled[count:].float().mean(0)
+    if all(not vector.any() for vector in vectors.values()):
+        raise ValueError("positive and negative encode exactly alike, so the direction is zero; expected prompts "
+                         "that differ")
     return vectors
 
 

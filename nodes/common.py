@@ -8,6 +8,7 @@ from typing import Sequence
 
 import torch
 
+from ..core.directions import Direction, apply_to_latent, apply_to_pooled, apply_to_tokens
 from ..core.interpolation import interpolate_embeddings
 from ..core.noise import noise_travel
 from ..core.tokens import tile_tokens
@@ -76,6 +77,61 @@ def interpolate_conditioning(conditioning_a: list, conditioning_b: list, ts: Seq
             extra["attention_mask"] = mask.repeat(tokens.shape[0] // mask.shape[0], *([1] * (mask.ndim - 1)))
         result.append([tokens, extra])
     return result
+
+
+def conditioning_with_direction(conditioning: list, direction: Direction, strengths: Sequence[float],
+                                prompt_tokens_only: bool, auto_scale: bool, name: str = "conditioning") -> list:
+    """A new CONDITIONING list with the direction added to every entry at each strength, frame-major (all items at the
+    first strength, then at the second, ...): its token-sequence vector to the tokens, its pooled vector to the
+    pooled output. Other keys are carried over; an attention mask is repeated with the tokens."""
+    if not conditioning:
+        raise ValueError(f"{name} is an empty conditioning; expected at least one entry")
+    content = direction.content_tokens if prompt_tokens_only else 0
+    token_vector, pooled_vector = direction.vectors.get("conditioning"), direction.vectors.get("pooled")
+    result = []
+    for index, (tokens, extra) in enumerate(conditioning):
+        entry_name = name if len(conditioning) == 1 else f"{name} entry {index + 1}"
+        frames = []
+        for strength in strengths:
+            frames.append(tokens if token_vector is None else
+                          apply_to_tokens(tokens, token_vector, strength, content, auto_scale, entry_name))
+        out = dict(extra)
+        pooled = extra.get("pooled_output")
+        if pooled_vector is not None:
+            if pooled is None:
+                raise ValueError(f"{entry_name} has no pooled output but the direction is pooled-only; expected a "
+                                 "conditioning from a model with a pooled text embedding (SDXL, SD3, Flux), or a "
+                                 "direction made in the token-sequence space")
+            out["pooled_output"] = torch.cat([apply_to_pooled(pooled, pooled_vector, strength, auto_scale,
+                                                              f"{entry_name} pooled_output") for strength in strengths])
+        elif pooled is not None and len(strengths) > 1:
+            out["pooled_output"] = pooled.repeat(len(strengths), *([1] * (pooled.ndim - 1)))
+        mask = extra.get("attention_mask")
+        if mask is not None and len(strengths) > 1:
+            out["attention_mask"] = mask.repeat(len(strengths), *([1] * (mask.ndim - 1)))
+        result.append([torch.cat(frames), out])
+    return result
+
+
+def latent_with_direction(latent: dict, direction: Direction, strengths: Sequence[float], mask=None) -> dict:
+    """A new LATENT dict: the direction added at each strength, frame-major; every frame of an item keeps the item's
+    batch index, so a sampler gives all strengths the same noise and only the direction differs."""
+    samples = latent["samples"]
+    frames = [apply_to_latent(samples, direction.vectors["latent"], strength, mask) for strength in strengths]
+    return repeated_latent(latent, torch.cat(frames), len(strengths))
+
+
+def repeated_latent(latent: dict, samples: torch.Tensor, frames: int) -> dict:
+    """``latent_with_frames`` that also gives a latent without batch indices its own (0, 1, ...), so the frames of one
+    item share that item's noise."""
+    source = latent if "batch_index" in latent else {**latent,
+                                                      "batch_index": list(range(latent["samples"].shape[0]))}
+    return latent_with_frames(source, samples, frames)
+
+
+def prompt_lines(text: str) -> list[str]:
+    """One prompt per line; blank lines are skipped."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF

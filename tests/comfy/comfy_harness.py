@@ -78,6 +78,7 @@ class ComfyUI:
         import folder_paths
 
         folder_paths.folder_names_and_paths["custom_nodes"] = ([str(custom_nodes)], set())
+        folder_paths.models_dir = str(work / "models")  # folders the pack registers (direction files) go here
         folder_paths.set_output_directory(str(self.output_dir))
         folder_paths.set_temp_directory(str(work / "temp"))
         folder_paths.set_input_directory(str(self.input_dir))

@@ -29,7 +29,8 @@ def write_input_images(comfy, workflow):
 
 def test_workflows_are_shipped():
     assert {path.name for path in WORKFLOWS} >= {"lsc_morph_animation.json", "lsc_interpolate_images.json",
-                                                 "lsc_reference_tour.json"}
+                                                 "lsc_reference_tour.json", "lsc_prompt_slider.json",
+                                                 "lsc_latent_direction_edit.json", "lsc_direction_library.json"}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[path.stem for path in WORKFLOWS])
@@ -133,7 +134,49 @@ def _interpolate_images(workflow, prompt):
     return check
 
 
-MEANINGS = {"lsc_reference_tour": _tour, "lsc_morph_animation": _morph, "lsc_interpolate_images": _interpolate_images}
+def _kept(reading, scene):
+    return {name: value for name, value in reading.items() if name != "colour"} == {
+        name: value for name, value in scene.attributes().items() if name != "colour"}
+
+
+def _prompt_slider(workflow, prompt):
+    """The slider sweeps a red→blue direction over the tour's red circle: the frame at strength 0 is the prompt's own
+    picture, the frame at strength 1 is blue; every frame keeps shape, size, position and background."""
+    assert prompt[_by_title(workflow, "Prompt")]["inputs"]["text"] == SCENE_A.caption()
+    sweep = next(str(n["id"]) for n in workflow["nodes"] if n["type"] == "LSC_DirectionSweep")
+    inputs = prompt[sweep]["inputs"]
+    strengths = [inputs["start"] + (inputs["end"] - inputs["start"]) * i / (inputs["steps"] - 1)
+                 for i in range(inputs["steps"])]
+    sampler = _decoded(prompt, next(k for k, n in prompt.items() if n["class_type"] == "KSampler"))
+
+    def check(captured):
+        frames = captured[sampler]
+        assert frames.shape[0] == len(strengths)
+        readings = oracle.read_batch(frames.movedim(-1, 1))
+        assert readings[strengths.index(0.0)] == SCENE_A.attributes(), readings
+        assert readings[strengths.index(1.0)]["colour"] == "blue", readings
+        assert all(_kept(reading, SCENE_A) for reading in readings), readings
+    return check
+
+
+def _direction_library(workflow, prompt):
+    """The combined colour-not-size direction is saved and turns the small red square blue, still small."""
+    scene = world.Scene("square", "red", "small", "center", "black")
+    assert prompt[_by_title(workflow, "Prompt")]["inputs"]["text"] == scene.caption()
+    sampler = _decoded(prompt, next(k for k, n in prompt.items() if n["class_type"] == "KSampler"))
+    save = next(str(n["id"]) for n in workflow["nodes"] if n["type"] == "LSC_SaveDirection")
+    prompt[f"capture_{save}"] = {"class_type": "LSCTest_Capture",
+                                 "inputs": {"value": prompt[save]["inputs"]["direction"], "label": "saved"}}
+
+    def check(captured):
+        for reading in oracle.read_batch(captured[sampler].movedim(-1, 1)):
+            assert reading == {**scene.attributes(), "colour": "blue"}, reading
+        assert set(captured["saved"].spaces) == {"conditioning", "pooled"}
+    return check
+
+
+MEANINGS = {"lsc_reference_tour": _tour, "lsc_morph_animation": _morph, "lsc_interpolate_images": _interpolate_images,
+            "lsc_prompt_slider": _prompt_slider, "lsc_direction_library": _direction_library}
 
 
 def write_reference_pictures(comfy, prompt):

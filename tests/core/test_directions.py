@@ -37,8 +37,9 @@ def test_text_direction_is_one_batched_call_of_every_prompt_in_every_template():
 
 
 def test_text_direction_without_pooled_and_bad_prompts():
-    vectors = directions.text_direction(lambda ps: (torch.ones(len(ps), 2, 3) * len(ps[0]), None), ["ab"], ["a"])
-    assert set(vectors) == {"conditioning"}
+    lengths = lambda ps: torch.tensor([float(len(p)) for p in ps]).reshape(-1, 1, 1).expand(-1, 2, 3)  # noqa: E731
+    vectors = directions.text_direction(lambda ps: (lengths(ps), None), ["ab"], ["a"])
+    assert set(vectors) == {"conditioning"} and torch.equal(vectors["conditioning"], torch.ones(2, 3))
     with pytest.raises(ValueError, match="positive is empty"):
         directions.text_direction(fake_encoder([]), ["  ", ""], ["red"])
     with pytest.raises(ValueError, match="negative is empty"):
@@ -230,3 +231,8 @@ def test_bad_direction_files_say_what_is_wrong(tmp_path):
     save_file({"conditioning": torch.ones(3)}, str(wrong), metadata={"format": directions.FORMAT})
     with pytest.raises(DirectionFileError, match="damaged"):
         directions.load_direction(wrong)
+
+
+def test_identical_prompts_give_no_direction():
+    with pytest.raises(ValueError, match="encode exactly alike"):
+        directions.text_direction(fake_encoder([]), ["red"], ["red"])
