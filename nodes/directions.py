@@ -6,11 +6,16 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..core import directions
+from ..core.adapters import open_clip_image_scorer
 from ..core.directions import Direction
+from ..core.latent_direction import clip_latent_direction
 from ..core.tokens import common_length, tile_tokens
 from .clip_encoding import encode_prompts
 from .common import CATEGORY, conditioning_with_direction, latent_with_direction, prompt_lines, repeated_latent
+from .gradients import differentiable_copy, differentiable_vae_decoder
 from .model_folders import DIRECTIONS_FOLDER, direction_files, direction_path, new_direction_path
+from .open_clip import OPEN_CLIP
+from .progress import LoopProgress
 
 FAMILY = f"{CATEGORY}/directions"
 DIRECTION = io.Custom("LSC_DIRECTION")
@@ -112,6 +117,62 @@ class DirectionFromCLIP(io.ComfyNode):
                               provenance={"method": "prompts", "positive": positive.strip(),
                                           "negative": negative.strip(), "templates": templates,
                                           "prompts_encoded": str(len(result.content_tokens)), "normalise": normalise})
+        return io.NodeOutput(direction, ui=ui.PreviewText(_summary(direction)))
+
+
+class LatentDirectionFromCLIP(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LSC_LatentDirectionFromCLIP",
+            display_name="Latent Direction from CLIP (LSC)",
+            category=FAMILY,
+            description="A latent direction found by CLIP: one offset that, added to every latent of the batch, "
+                        "moves the decoded pictures towards the positive prompts and away from the negative ones. "
+                        "Found by gradient descent through the VAE's decoder and the CLIP's image tower; what the "
+                        "batch's pictures have in common moves, so the direction carries over to other latents.",
+            inputs=[
+                io.Vae.Input("vae", tooltip="The VAE of the latents"),
+                OPEN_CLIP.Input("open_clip", tooltip="The CLIP that judges the pictures (Open CLIP Loader)"),
+                io.Latent.Input("latent", tooltip="A batch of latents to find the direction on (e.g. VAE Encode of "
+                                                  "several pictures); more and more varied pictures generalise better"),
+                io.String.Input("positive", multiline=True, default="blue",
+                                tooltip="What the pictures should move towards: one prompt per line (averaged)"),
+                io.String.Input("negative", multiline=True, default="red",
+                                tooltip="What they should move away from: one prompt per line (averaged)"),
+                io.Int.Input("steps", default=40, min=1, max=2000,
+                             tooltip="Gradient steps; each decodes and scores the whole batch once"),
+                io.Float.Input("learning_rate", default=0.05, min=0.001, max=1.0, step=0.005,
+                               tooltip="Adam step size, in units of the latents' own RMS"),
+                io.Float.Input("max_norm", default=0.5, min=0.01, max=4.0, step=0.05,
+                               tooltip="Largest RMS of the offset relative to the latents' RMS (0.5: half their "
+                                       "size); smaller keeps more of the pictures unchanged"),
+            ],
+            outputs=[DIRECTION.Output(display_name="direction",
+                                      tooltip="A latent direction; Apply Direction at strength 1 applies it as found")],
+        )
+
+    @classmethod
+    def execute(cls, vae, open_clip, latent, positive, negative, steps, learning_rate, max_norm) -> io.NodeOutput:
+        positive_prompts = directions.require_prompts(prompt_lines(positive), "positive")
+        negative_prompts = directions.require_prompts(prompt_lines(negative), "negative")
+        samples = latent["samples"]
+        if samples.ndim != 4:
+            raise ValueError(f"latent has shape {tuple(samples.shape)}; expected image latents [batch, channels, "
+                             "height, width] (video latents are not supported here)")
+        text = open_clip.text_encoder()(positive_prompts + negative_prompts).embedding.float()
+        decode = differentiable_vae_decoder(vae)
+        device = open_clip.load()
+        with torch.inference_mode(False):  # the scorer's normalisation constants take part in the backward pass
+            scorer = open_clip_image_scorer(differentiable_copy(open_clip.model))
+        progress = LoopProgress(steps, preview=lambda delta: decode(samples[:1].to(delta) + delta[None]))
+        offset = clip_latent_direction(decode, lambda image: scorer(image.to(device)),
+                                       samples.to(vae.device, torch.float32), text[:len(positive_prompts)],
+                                       text[len(positive_prompts):], steps, learning_rate, max_norm, progress)
+        direction = Direction({"latent": offset.float().cpu()},
+                              provenance={"method": "CLIP-scored latent offset", "positive": positive.strip(),
+                                          "negative": negative.strip(), "clip": open_clip.clip.architecture,
+                                          "steps": str(steps), "batch": str(samples.shape[0])})
         return io.NodeOutput(direction, ui=ui.PreviewText(_summary(direction)))
 
 
@@ -418,5 +479,5 @@ class LoadDirection(io.ComfyNode):
         return io.NodeOutput(direction, ui=ui.PreviewText(_summary(direction)))
 
 
-NODES = [DirectionFromCLIP, DirectionFromLatents, DirectionPCA, ApplyDirection, DirectionSweep, DirectionCombine,
+NODES = [DirectionFromCLIP, LatentDirectionFromCLIP, DirectionFromLatents, DirectionPCA, ApplyDirection, DirectionSweep, DirectionCombine,
          DirectionTransfer, SaveDirection, LoadDirection]

@@ -1,28 +1,39 @@
-"""The pack's model folders in ComfyUI: where direction files are saved and loaded (and ConDelta's, to read)."""
+"""The pack's model folders in ComfyUI: open_clip checkpoints, direction files (saved and loaded; ConDelta's read)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-try:
-    import folder_paths
-except ImportError:  # the pip-installable fork keeps it inside its package
+from ..core.open_clip_loading import WEIGHT_EXTENSIONS
+
+try:  # the pip-installable fork keeps it inside its package (a top-level alias may not exist yet at load time)
     from comfy.cmd import folder_paths
+except ImportError:
+    import folder_paths
 
 DIRECTIONS_FOLDER = "latent_directions"
+OPEN_CLIP_FOLDER = "open_clip"
 CONDELTA_FOLDER = "ConDelta"  # ComfyUI-ConDelta's folder: its files load as directions too
-EXTENSIONS = {".safetensors"}
+
+
+def register_folder(name: str, extensions: set[str]) -> None:
+    """models/<name> as a ComfyUI model folder listing files with these extensions, beside any paths a user gave it
+    (extra_model_paths.yaml); calling it again changes nothing."""
+    try:  # the fork: models/<name> under each of its base paths
+        folder_paths.add_model_folder_path(name, extensions=set(extensions))
+    except TypeError:  # upstream's add_model_folder_path takes no extensions
+        default = os.path.join(folder_paths.models_dir, name)
+        paths, known = folder_paths.folder_names_and_paths.get(name, ([], set()))
+        folder_paths.folder_names_and_paths[name] = (paths if default in paths else [*paths, default],
+                                                     set(known) | set(extensions))
 
 
 def register_folders() -> None:
-    """models/latent_directions (created when missing); idempotent, so a reload adds nothing twice."""
-    if DIRECTIONS_FOLDER not in folder_paths.folder_names_and_paths:
-        try:  # the fork: under its own models folder
-            folder_paths.add_model_folder_path(DIRECTIONS_FOLDER, extensions=EXTENSIONS)
-        except TypeError:  # upstream's add_model_folder_path takes no extensions
-            folder_paths.folder_names_and_paths[DIRECTIONS_FOLDER] = (
-                [os.path.join(folder_paths.models_dir, DIRECTIONS_FOLDER)], set(EXTENSIONS))
+    """The pack's model folders: models/latent_directions (created, as direction files are saved there) and
+    models/open_clip."""
+    register_folder(DIRECTIONS_FOLDER, {".safetensors"})
+    register_folder(OPEN_CLIP_FOLDER, set(WEIGHT_EXTENSIONS))
     os.makedirs(_directions_root(), exist_ok=True)
 
 

@@ -8,9 +8,9 @@ from latent_space_control.core.noise import seeded_noise
 
 PACK_NODES = ["LSC_LatentInterpolate", "LSC_LatentKeyframes", "LSC_NoiseTravel", "LSC_ConditioningInterpolate",
               "LSC_ReferenceModelLoader", "LSC_EmptyLatentForVAE",
-              "LSC_DirectionFromCLIP", "LSC_DirectionFromLatents", "LSC_DirectionPCA", "LSC_ApplyDirection",
+              "LSC_DirectionFromCLIP", "LSC_LatentDirectionFromCLIP", "LSC_DirectionFromLatents", "LSC_DirectionPCA", "LSC_ApplyDirection",
               "LSC_DirectionSweep", "LSC_DirectionCombine", "LSC_DirectionTransfer", "LSC_SaveDirection",
-              "LSC_LoadDirection"]  # every node of the pack
+              "LSC_LoadDirection", "LSC_OpenCLIPLoader"]  # every node of the pack
 
 
 def latent(seed, batch=1, channels=4, length=0, height=8, width=8):
