@@ -93,6 +93,7 @@ def page(title: str, intro: str, panels: list[str]) -> str:
              ".frames .marked img{border-color:#d62728;outline:2px solid #d62728}"
              ".figures td{padding:2px 12px 2px 0}.figures td:last-child{font-family:monospace}"
              ".grid{display:flex;flex-wrap:wrap;gap:12px}.grid figure{margin:0;width:160px;font-size:12px}"
+             ".blocks{display:flex;flex-wrap:wrap;column-gap:32px}"
              ".miss{color:#d62728}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1><p>{intro}</p>"

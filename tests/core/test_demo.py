@@ -11,8 +11,8 @@ from PIL import Image
 
 from latent_space_control.core.interpolation import interpolate_latents, path_positions
 from latent_space_control.core.noise import seed_frames, seeded_noise
-from latent_space_control.demo import (conditioning_interpolate_panel, latent_interpolate_panel, latent_keyframes_panel,
-                                       noise_travel_panel, render_demo)
+from latent_space_control.demo import (conditioning_interpolate_panel, direction_panel, latent_interpolate_panel,
+                                       latent_keyframes_panel, noise_travel_panel, render_demo)
 from latent_space_control.demo.page import write_png
 from latent_space_control.demo.reference_panel import showcase_scenes
 from latent_space_control.reference import models, world
@@ -87,11 +87,11 @@ def demo(family, tmp_path_factory):
     return out, index.read_text()
 
 
-def test_every_interpolation_node_has_a_panel_headed_by_its_display_name(demo):
+def test_every_node_shown_has_a_panel_headed_by_its_display_name(demo):
     _, text = demo
     assert re.findall(r"<h2>([^<]+)</h2>", text) == [
         "Reference world", "Latent Interpolate (LSC)", "Latent Keyframes (LSC)", "Noise Travel (LSC)",
-        "Conditioning Interpolate (LSC)"]
+        "Conditioning Interpolate (LSC)", "Direction Sweep (LSC)"]
 
 
 def test_reference_panel_shows_generated_pictures_with_oracle_readings(demo):
@@ -208,3 +208,35 @@ def test_conditioning_interpolate_panel_travels_from_caption_a_to_caption_b(demo
     assert pixel_gap(row[-1]["pixels"], b_alone) <= 1
     middle = row[len(ts) // 2]["pixels"]
     assert pixel_gap(middle, a_alone) > 32 and pixel_gap(middle, b_alone) > 32
+
+
+def test_direction_sweep_panel_turns_red_shapes_blue_at_strength_one_and_a_random_direction_does_not(demo, family):
+    out, text = demo
+    text = panel(text, "LSC_DirectionSweep")
+    strengths, scenes = direction_panel.STRENGTHS, direction_panel.CAPTIONS
+    flip, still = strengths.index(1.0), strengths.index(0.0)
+    swept = [frames(out, text, f"direction_sweep_{row}") for row in range(len(scenes))]
+    random = [frames(out, text, f"direction_sweep_random_{row}") for row in range(len(scenes))]
+    for row, mark in [(row, "flip point") for row in swept] + [(row, "strength 1") for row in random]:
+        assert [frame["label"] for frame in row] == [f"strength {strength:+.1f}" for strength in strengths]
+        assert {i: frame["mark"] for i, frame in enumerate(row) if frame["mark"]} == {flip: mark}
+        assert all(frame["pixels"].shape == (96, 96, 3) for frame in row)
+    for scene, row, random_row in zip(scenes, swept, random):
+        caption = f"{scene.size} {{}} {scene.shape}, {scene.position}, {scene.background}"
+        assert all(frame["reading"] == caption.format("red") for frame in row[:still + 1])
+        assert row[flip]["reading"] == caption.format("blue")  # only the colour flips
+        assert not any(" blue " in frame["reading"] for frame in random_row)
+    # One noise per row: strength 0 is the caption as written, sampled alone from its seed, in both blocks.
+    with torch.inference_mode():
+        alone = torch.cat([to_bytes(family.generate([scene.caption()], seed))
+                           for scene, seed in zip(scenes, direction_panel.SEEDS)])
+    for row, random_row, picture in zip(swept, random, alone):
+        assert pixel_gap(row[still]["pixels"], picture) <= 1 and pixel_gap(random_row[still]["pixels"], picture) <= 1
+    # The random direction is as large and does move the pictures; it just does not make them blue.
+    assert max(pixel_gap(row[0]["pixels"], row[still]["pixels"]) for row in random) > 32
+    with torch.inference_mode():
+        norm = float(direction_panel.red_to_blue(family).norm())
+    assert figure(text, "direction norm: red→blue, random") == f"{norm:.2f}, {norm:.2f}"
+    blue = f"captions the oracle reads blue at strength {', '.join(f'{strength:g}' for strength in strengths)}"
+    assert figure(text, f"{blue}: random") == ", ".join(["0"] * len(strengths))
+    assert figure(text, f"{blue}: red→blue").split(", ")[flip] == str(len(scenes))
