@@ -112,14 +112,14 @@ def require_prompts(prompts: Sequence[str], name: str) -> list[str]:
     return cleaned
 
 
-def expand_templates(concepts: Sequence[str], templates: Sequence[str] | None) -> list[str]:
+def expand_templates(concepts: Sequence[str], templates: Sequence[str] | None, name: str = "templates") -> list[str]:
     """Every concept in every template (template-major); without templates, the concepts as they are."""
     if not templates:
         return list(concepts)
     for template in templates:
         if template.count("{}") != 1:
-            raise ValueError(f"template '{template}' has {template.count('{}')} '{{}}' marks; expected exactly one "
-                             "(where the concept goes)")
+            raise ValueError(f"{name} has the template '{template}' with {template.count('{}')} '{{}}' marks; "
+                             "expected exactly one {} per template (where the prompt goes)")
     return [template.replace("{}", concept) for template in templates for concept in concepts]
 
 
@@ -128,11 +128,11 @@ PromptEncoder = Callable[[list[str]], tuple[torch.Tensor, torch.Tensor | None]]
 
 
 def text_direction(encode: PromptEncoder, positive: Sequence[str], negative: Sequence[str],
-                   templates: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+                   templates: Sequence[str] | None = None, templates_name: str = "templates") -> dict[str, torch.Tensor]:
     """The mean encoding of the positive prompts minus that of the negative ones, each prompt in every template, all
     encoded in one call: ``{"conditioning": [tokens, width], "pooled": [width]}`` (pooled when the encoder has one)."""
-    positive_prompts = expand_templates(require_prompts(positive, "positive"), templates)
-    negative_prompts = expand_templates(require_prompts(negative, "negative"), templates)
+    positive_prompts = expand_templates(require_prompts(positive, "positive"), templates, templates_name)
+    negative_prompts = expand_templates(require_prompts(negative, "negative"), templates, templates_name)
     tokens, pooled = encode(positive_prompts + negative_prompts)
     count = len(positive_prompts)
     vectors = {"conditioning": tokens[:count].float().mean(0) - tokens[count:].float().mean(0)}
@@ -439,7 +439,7 @@ def load_direction(path: str | Path) -> Direction:
         elif "conditioning_delta" in tensors:
             direction = _condelta(tensors, path)
         else:
-            raise DirectionFileError(f"'{path.name}' holds tensors {', '.join(sorted(tensors)) or '(none)'} and no "
+            raise DirectionFileError(f"direction file '{path.name}' holds tensors {', '.join(sorted(tensors)) or '(none)'} and no "
                                      "direction header; expected a file saved by Save Direction or a ConDelta file")
     except (ValueError, json.JSONDecodeError) as error:
         if isinstance(error, DirectionFileError):
@@ -447,7 +447,8 @@ def load_direction(path: str | Path) -> Direction:
         raise DirectionFileError(f"direction file '{path.name}' is damaged: {error}") from None
     for space, vector in direction.vectors.items():
         if not torch.isfinite(vector).all():
-            raise DirectionFileError(f"direction file '{path.name}': its {space} vector holds NaN/Inf values")
+            raise DirectionFileError(f"direction file '{path.name}': its {space} vector holds NaN/Inf values; "
+                                     "expected finite numbers (save the direction again)")
     return direction
 
 

@@ -102,7 +102,8 @@ class DirectionFromCLIP(io.ComfyNode):
             encoded["result"] = encode_prompts(clip, prompts)
             return encoded["result"].tokens, encoded["result"].pooled
 
-        vectors = directions.text_direction(encode, prompt_lines(positive), prompt_lines(negative), template_list)
+        vectors = directions.text_direction(encode, prompt_lines(positive), prompt_lines(negative), template_list,
+                                            "custom_templates")
         wanted = ("conditioning", "pooled") if space == "both" else (space,)
         if "pooled" in wanted and "pooled" not in vectors:
             if space == "pooled":

@@ -193,7 +193,7 @@ def test_load_direction_reads_condelta_files_and_refuses_others(comfy):
     (from_clip(positive="  \n"), "positive is empty"),
     (from_clip(positive="red"), "encode exactly alike"),
     (from_clip(templates="custom", custom_templates=""), "custom_templates is empty"),
-    (from_clip(templates="custom", custom_templates="no mark"), "template 'no mark' has 0"),
+    (from_clip(templates="custom", custom_templates="no mark"), "custom_templates has the template 'no mark' with 0"),
 ])
 def test_direction_from_clip_bad_inputs(comfy, node, message):
     result = comfy.run({"loader": loader(), "dir": node, "out": capture("dir", "d")})

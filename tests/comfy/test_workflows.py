@@ -14,7 +14,7 @@ WORKFLOWS = sorted((Path(__file__).resolve().parents[2] / "workflows").glob("*.j
 # Real model loaders become the tiny test checkpoint; sizes and step counts shrink so a CPU runs them in seconds.
 TINY = {"CheckpointLoaderSimple": "LSCTest_TinyCheckpoint"}
 FAST = {"EmptyLatentImage": {"width": 64, "height": 64}, "ImageScale": {"width": 64, "height": 64},
-        "BasicScheduler": {"steps": 2}, "KSampler": {"steps": 2}}
+        "BasicScheduler": {"steps": 2}, "KSampler": {"steps": 2}, "LSC_LatentDirectionFromCLIP": {"steps": 2}}
 
 
 def write_input_images(comfy, workflow):
@@ -175,7 +175,20 @@ def _direction_library(workflow, prompt):
     return check
 
 
-MEANINGS = {"lsc_reference_tour": _tour, "lsc_morph_animation": _morph, "lsc_interpolate_images": _interpolate_images,
+def _latent_direction_edit(workflow, prompt):
+    """The picture is the tour's red circle: the CLIP-found direction turns it blue and keeps the rest."""
+    apply = next(str(n["id"]) for n in workflow["nodes"] if n["type"] == "LSC_ApplyDirection")
+    edited = _decoded(prompt, apply)
+    original = _decoded(prompt, next(str(n["id"]) for n in workflow["nodes"] if n["type"] == "VAEEncode"))
+
+    def check(captured):
+        _assert_reads(captured[original][0], SCENE_A, "the encoded picture")
+        reading = oracle.read_batch(captured[edited].movedim(-1, 1))[0]
+        assert reading == {**SCENE_A.attributes(), "colour": "blue"}, reading
+    return check
+
+
+MEANINGS = {"lsc_latent_direction_edit": _latent_direction_edit, "lsc_reference_tour": _tour, "lsc_morph_animation": _morph, "lsc_interpolate_images": _interpolate_images,
             "lsc_prompt_slider": _prompt_slider, "lsc_direction_library": _direction_library}
 
 

@@ -44,7 +44,7 @@ def test_text_direction_without_pooled_and_bad_prompts():
         directions.text_direction(fake_encoder([]), ["  ", ""], ["red"])
     with pytest.raises(ValueError, match="negative is empty"):
         directions.text_direction(fake_encoder([]), ["blue"], [])
-    with pytest.raises(ValueError, match="template 'a thing' has 0"):
+    with pytest.raises(ValueError, match="templates has the template 'a thing' with 0"):
         directions.text_direction(fake_encoder([]), ["blue"], ["red"], ["a thing"])
 
 

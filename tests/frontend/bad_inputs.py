@@ -7,8 +7,13 @@ import re
 import sys
 from pathlib import Path
 
+import torch
+from safetensors.torch import save_file
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "comfy"))
 from test_interpolate_nodes import capture, interpolate_node, latent  # noqa: E402  (the pack's test helpers)
+
+from latent_space_control.core.directions import Direction, save_direction  # noqa: E402
 
 
 def n(class_type: str, **inputs) -> dict:
@@ -145,9 +150,203 @@ BAD_CASES = [
 ]
 
 
-def run_bad_inputs(server, record) -> list[dict]:
+# ---- direction nodes --------------------------------------------------------------------------------------------
+# Files the Load Direction and Open CLIP Loader cases read; write_model_files puts them in the server's model folders.
+NOT_A_DIRECTION = "fcheck_a_lora.safetensors"  # safetensors without a direction header
+NOT_SAFETENSORS = "fcheck_broken.safetensors"  # not a safetensors file at all
+NAN_DIRECTION = "fcheck_nan_direction.safetensors"  # a direction file whose vector holds NaN
+NOT_OPEN_CLIP = "fcheck_not_open_clip.safetensors"  # safetensors that no open_clip architecture takes
+REFERENCE_WEIGHTS = "reference (shipped with the pack)"
+REFERENCE_CLIP = "LSC-Reference-CLIP"
+
+
+def write_model_files(directions: Path, open_clip: Path) -> None:
+    directions.mkdir(parents=True, exist_ok=True)
+    open_clip.mkdir(parents=True, exist_ok=True)
+    save_file({"lora_down.weight": torch.ones(2, 2)}, str(directions / NOT_A_DIRECTION))
+    (directions / NOT_SAFETENSORS).write_bytes(b"not a tensor file")
+    save_direction(directions / NAN_DIRECTION, Direction({"conditioning": torch.full((4, 32), float("nan"))}))
+    save_file({"not.a.clip.weight": torch.ones(2, 2)}, str(open_clip / NOT_OPEN_CLIP))
+
+
+def tiny():
+    return n("LSCTest_TinyCheckpoint", ckpt_name="tiny")
+
+
+def from_clip(clip="ckpt", positive="blue", negative="red", templates="none", custom_templates="a {} thing"):
+    """Direction from CLIP (LSC) on the CLIP of node ``clip`` (the tiny checkpoint's is 32-wide, the reference's
+    64-wide); no templates: two prompts to encode."""
+    return n("LSC_DirectionFromCLIP", clip=[clip, 1], positive=positive, negative=negative, templates=templates,
+             custom_templates=custom_templates, space="both", normalise="none")
+
+
+def from_latents(with_="lw", without="lo"):
+    return n("LSC_DirectionFromLatents", latent_with=[with_, 0], latent_without=[without, 0])
+
+
+def latent_direction():
+    """A 4-channel latent direction: Direction from Latents of two LSCTest_Latent batches."""
+    return {"lw": latent(1, batch=2), "lo": latent(2, batch=2), "ld": from_latents()}
+
+
+def apply(direction="d", **connected):
+    return n("LSC_ApplyDirection", direction=[direction, 0], strength=1.0, tokens="all_tokens", auto_scale=False,
+             **connected)
+
+
+def sweep(direction="d", steps=3, **connected):
+    return n("LSC_DirectionSweep", direction=[direction, 0], start=-1.0, end=1.0, steps=steps, tokens="all_tokens",
+             auto_scale=False, **connected)
+
+
+def combine(a="d", operation="add", factor=1.0, b=None):
+    return n("LSC_DirectionCombine", direction_a=[a, 0], operation=operation, factor=factor,
+             **({"direction_b": [b, 0]} if b else {}))
+
+
+def transfer(direction="d", anchors="a red circle\na blue square\na green triangle\na small yellow thing"):
+    return n("LSC_DirectionTransfer", direction=[direction, 0], source_clip=["ckpt", 1], target_clip=["ckpt", 1],
+             anchors=anchors)
+
+
+def latent_from_clip(positive="blue", steps=2, lat=None):
+    """Latent Direction from CLIP judged by the shipped reference CLIP, on the tiny checkpoint's VAE."""
+    return {"oc": n("LSC_OpenCLIPLoader", architecture=REFERENCE_CLIP, weights=REFERENCE_WEIGHTS),
+            "lat": lat or latent(3, batch=2),
+            "lc": n("LSC_LatentDirectionFromCLIP", vae=["ckpt", 2], open_clip=["oc", 0], latent=["lat", 0],
+                    positive=positive, negative="red", steps=steps, learning_rate=0.05, max_norm=0.5)}
+
+
+def probed(at: str, slot: int = 0, **nodes) -> dict:
+    """The tiny checkpoint, ``nodes``, and a capture of node ``at``'s output (so it runs)."""
+    return {"ckpt": tiny(), **nodes, "out": capture(at, "bad", slot)}
+
+
+def load(file: str) -> dict:
+    return {"l": n("LSC_LoadDirection", file=file), "out": capture("l", "bad")}
+
+
+def open_clip(architecture: str, weights: str) -> dict:
+    return {"oc": n("LSC_OpenCLIPLoader", architecture=architecture, weights=weights), "out": capture("oc", "bad")}
+
+
+def poisoned_latents(batch: int) -> dict:
+    """Node "nan": a batch of latents with one NaN value."""
+    return {"clean": latent(5, batch=batch), "nan": n("FCheck_PoisonLatent", latent=["clean", 0], poison="nan")}
+
+
+# The failing node's inputs are named in its messages as the node shows them, with what was expected.
+BAD_CASES += [
+    ("DirectionFromCLIP: positive of empty lines", probed("d", d=from_clip(positive="  \n\n")),
+     "execution", "d", ["positive", "empty", "expected"]),
+    ("DirectionFromCLIP: negative of empty lines", probed("d", d=from_clip(negative="\n ")),
+     "execution", "d", ["negative", "empty", "expected"]),
+    ("DirectionFromCLIP: positive and negative the same ('red')", probed("d", d=from_clip(positive="red")),
+     "execution", "d", ["positive", "negative", "encode exactly alike", "expected"]),
+    ("DirectionFromCLIP: templates custom, custom_templates empty",
+     probed("d", d=from_clip(templates="custom", custom_templates=" \n")),
+     "execution", "d", ["custom_templates", "empty", "expected"]),
+    ("DirectionFromCLIP: templates custom, a custom template without {} ('a red thing')",
+     probed("d", d=from_clip(templates="custom", custom_templates="a red thing\na {} painting")),
+     "execution", "d", ["custom_templates", "a red thing", r"\{\}", "expected"]),
+    ("LatentDirectionFromCLIP: positive empty", probed("lc", **latent_from_clip(positive=" \n")),
+     "execution", "lc", ["positive", "empty", "expected"]),
+    ("LatentDirectionFromCLIP: steps = 0", probed("lc", **latent_from_clip(steps=0)),
+     "any", "lc", ["steps", "min|expected"]),
+    ("LatentDirectionFromCLIP: steps = 2001 (max 2000)", probed("lc", **latent_from_clip(steps=2001)),
+     "any", "lc", ["steps", "max|expected"]),
+    ("LatentDirectionFromCLIP: a video latent (LSCTest_Latent length 3)",
+     probed("lc", **latent_from_clip(lat=latent(3, batch=2, length=3))),
+     "execution", "lc", ["latent", "image latents", "expected"]),
+    ("DirectionFromLatents: NaN in latent_with (FCheck_PoisonLatent)",
+     probed("d", **poisoned_latents(2), lo=latent(2, batch=2), d=from_latents("nan", "lo")),
+     "execution", "d", ["latent_with", "nan", "expected"]),
+    ("DirectionFromLatents: 4 vs 16 channels",
+     probed("d", lw=latent(1, batch=2), lo=latent(2, batch=2, channels=16), d=from_latents()),
+     "execution", "d", ["latent_with", "latent_without", "expected"]),
+    ("DirectionFromLatents: latent_with alone",
+     probed("d", lw=latent(1, batch=2), d=n("LSC_DirectionFromLatents", latent_with=["lw", 0])),
+     "execution", "d", ["latent_without", "not connected", "expected"]),
+    ("DirectionFromLatents: nothing connected", probed("d", d=n("LSC_DirectionFromLatents")),
+     "execution", "d", ["latent_with", "conditioning_with", "connect"]),
+    ("DirectionPCA: NaN in the latent batch (FCheck_PoisonLatent)",
+     probed("p", **poisoned_latents(3), p=n("LSC_DirectionPCA", component=1, report=3, latent=["nan", 0])),
+     "execution", "p", ["latent", "nan", "expected"]),
+    ("DirectionPCA: component 5 of a batch of 3",
+     probed("p", lw=latent(1, batch=3), p=n("LSC_DirectionPCA", component=5, report=3, latent=["lw", 0])),
+     "execution", "p", ["component", r"\b5\b", "batch", "expected"]),
+    ("DirectionPCA: nothing connected", probed("p", p=n("LSC_DirectionPCA", component=1, report=3)),
+     "execution", "p", ["latent", "conditioning", "connect"]),
+    ("ApplyDirection: a conditioning direction (Direction from CLIP) applied to a latent",
+     probed("a", 1, d=from_clip(), lw=latent(1), a=apply(latent=["lw", 0])),
+     "execution", "a", ["latent", "conditioning direction", "expected a latent direction"]),
+    ("ApplyDirection: a latent direction (Direction from Latents) applied to a conditioning",
+     probed("a", **latent_direction(), pos=clip_text("a fox"), a=apply("ld", conditioning=["pos", 0])),
+     "execution", "a", ["conditioning", "latent direction", "expected a conditioning or pooled direction"]),
+    ("ApplyDirection: neither conditioning nor latent connected", probed("a", d=from_clip(), a=apply()),
+     "execution", "a", ["conditioning", "latent", "connect"]),
+    ("ApplyDirection: a 64-wide reference direction on the tiny CLIP's 32-wide conditioning",
+     probed("a", ref=n("LSC_ReferenceModelLoader"), d=from_clip("ref"), pos=clip_text("a fox"),
+            a=apply(conditioning=["pos", 0])),
+     "execution", "a", ["64-wide", "32-wide", "conditioning", "expected"]),
+    ("ApplyDirection: a 4-channel latent direction on a 16-channel latent (EmptySD3LatentImage)",
+     probed("a", 1, **latent_direction(), sd3=n("EmptySD3LatentImage", width=64, height=64, batch_size=1),
+            a=apply("ld", latent=["sd3", 0])),
+     "execution", "a", ["latent", r"\b4 channels", r"\b16\b", "expected"]),
+    ("DirectionSweep: steps = 0", probed("s", d=from_clip(), pos=clip_text("a fox"),
+                                         s=sweep(steps=0, conditioning=["pos", 0])),
+     "any", "s", ["steps", "min|expected"]),
+    ("DirectionSweep: a latent direction swept on a conditioning",
+     probed("s", **latent_direction(), pos=clip_text("a fox"), s=sweep("ld", conditioning=["pos", 0])),
+     "execution", "s", ["conditioning", "latent direction", "expected"]),
+    ("DirectionCombine: normalise a zero direction (scale 0 first)",
+     probed("c", d=from_clip(), z=combine(operation="scale", factor=0.0), c=combine("z", "normalise")),
+     "execution", "c", ["direction_a", "zero norm", "expected"]),
+    ("DirectionCombine: add without direction_b", probed("c", d=from_clip(), c=combine()),
+     "execution", "c", ["direction_b", "add", "connect|expected"]),
+    ("DirectionCombine: a conditioning direction plus a latent direction",
+     probed("c", d=from_clip(), **latent_direction(), c=combine(b="ld")),
+     "execution", "c", ["direction_a", "direction_b", "latent", "expected"]),
+    ("DirectionTransfer: 2 anchors", probed("t", d=from_clip(), t=transfer(anchors="a red circle\n\na blue square")),
+     "execution", "t", ["anchors", r"\b2\b", r"\b3\b", "expected"]),
+    ("DirectionTransfer: a latent direction", probed("t", **latent_direction(), t=transfer("ld")),
+     "execution", "t", ["direction", "latent", "expected"]),
+    ("DirectionTransfer: a 64-wide reference direction from the tiny 32-wide source_clip",
+     probed("t", ref=n("LSC_ReferenceModelLoader"), d=from_clip("ref"), t=transfer()),
+     "execution", "t", ["source_clip", "64-wide", "32-wide", "expected"]),
+    ("SaveDirection: filename_prefix '../x' (leaves models/latent_directions)",
+     {"ckpt": tiny(), "d": from_clip(), "sv": n("LSC_SaveDirection", direction=["d", 0], filename_prefix="../x")},
+     "execution", "sv", ["filename_prefix", r"\.\./x", "expected"]),
+    ("SaveDirection: filename_prefix '/x' (an absolute path)",
+     {"ckpt": tiny(), "d": from_clip(), "sv": n("LSC_SaveDirection", direction=["d", 0], filename_prefix="/x")},
+     "execution", "sv", ["filename_prefix", "expected"]),
+    ("SaveDirection: filename_prefix of spaces",
+     {"ckpt": tiny(), "d": from_clip(), "sv": n("LSC_SaveDirection", direction=["d", 0], filename_prefix="  ")},
+     "execution", "sv", ["filename_prefix", "expected"]),
+    (f"LoadDirection: {NOT_A_DIRECTION} (safetensors, no direction header) in models/latent_directions",
+     load(NOT_A_DIRECTION), "execution", "l", [rf"\bfile\b[^;]*{NOT_A_DIRECTION}", "direction", "expected"]),
+    (f"LoadDirection: {NOT_SAFETENSORS} (not safetensors) in models/latent_directions",
+     load(NOT_SAFETENSORS), "execution", "l", [rf"\bfile\b[^;]*{NOT_SAFETENSORS}", "safetensors", "expected"]),
+    (f"LoadDirection: {NAN_DIRECTION} (a direction file holding NaN) in models/latent_directions",
+     load(NAN_DIRECTION), "execution", "l", [rf"\bfile\b[^;]*{NAN_DIRECTION}", "nan", "expected"]),
+    ("LoadDirection: a file that does not exist", load("fcheck_missing.safetensors"),
+     "any", "l", ["file", "fcheck_missing", "not in list|expected"]),
+    ("OpenCLIPLoader: weights that do not exist", open_clip(REFERENCE_CLIP, "fcheck_missing.safetensors"),
+     "any", "oc", ["weights", "fcheck_missing", "not in list|expected"]),
+    ("OpenCLIPLoader: the reference weights with architecture ViT-B-32", open_clip("ViT-B-32", REFERENCE_WEIGHTS),
+     "execution", "oc", ["weights", "architecture", "ViT-B-32", "expected"]),
+    (f"OpenCLIPLoader: {NOT_OPEN_CLIP} (tensors of no CLIP) in models/open_clip",
+     open_clip(REFERENCE_CLIP, NOT_OPEN_CLIP), "execution", "oc", ["weights", NOT_OPEN_CLIP, "expected"]),
+]
+
+
+def run_bad_inputs(server, record, directions: Path, open_clip: Path) -> list[dict]:
     """Runs every case on ``server`` (a comfy_http.Server), calls ``record(check, ok, detail)`` per case and returns
-    one row per case for the summary."""
+    one row per case for the summary. ``directions`` and ``open_clip`` are the server's models/latent_directions and
+    models/open_clip, where the files the Load Direction and Open CLIP Loader cases read are written first."""
+    write_model_files(directions, open_clip)
+    models = directions.parent
+    before = {str(p) for p in models.rglob("*")}
     rows = []
     for name, prompt, stage, at, words in BAD_CASES:
         result = server.run(prompt, timeout=120)
@@ -169,4 +368,6 @@ def run_bad_inputs(server, record) -> list[dict]:
         record(f"bad input: {name}", verdict and alive,
                f"[{result['stage']}{' in ' + str(result['node_type']) if result.get('node_type') else ''}] {message}"
                + (f"  <- {why}" if why else ""))
+    escaped = sorted({str(p) for p in models.rglob("*")} - before) + [str(p) for p in Path("/").glob("x_*.safetensors")]
+    record("bad input: nothing written by the refused Save Direction cases", not escaped, ", ".join(escaped))
     return rows

@@ -1,7 +1,9 @@
 // Drives ComfyUI's real web frontend in headless Chromium (playwright-core) for check.py.
 // usage: node browser.js <config.json>   config: {url, chromium, outDir, workflows: [paths],
 //        tiny: {CheckpointLoaderSimple: "LSCTest_TinyCheckpoint"}, fast: {class: {widget: value}},
-//        uiErrors: [{workflow, nodeType, widget, value}], historyTimeoutMs, overallTimeoutMs}
+//        uiErrors: [{workflow, nodeType, widget, value}],
+//        followUps: [{workflow, unmute: nodeType, connect: [fromType, fromSlot, toType, toInput]}],
+//        historyTimeoutMs, overallTimeoutMs}
 // Writes <outDir>/browser_result.json and screenshots; always writes a result, even on a fatal error.
 'use strict';
 const fs = require('fs');
@@ -208,6 +210,37 @@ async function history(page, promptId, timeoutMs) {
         r.screenshotAfterRun = path.join(config.outDir, `${stem}.after_run.png`);
         await fitAndShoot(page, r.screenshotAfterRun);
 
+        // What a workflow's Note asks after the first run: unmute a node, connect it, queue again.
+        const follow = (config.followUps || []).find((c) => c.workflow === name);
+        if (follow) {
+          const f = r.followUp = { ...follow };
+          f.done = await page.evaluate(({ unmute, connect }) => {
+            const g = window.app.graph, byType = (t) => g.nodes.find((x) => x.type === t);
+            const muted = byType(unmute), from = byType(connect[0]), to = byType(connect[2]);
+            if (!muted || !from || !to) return false;
+            muted.mode = 0;
+            from.connect(connect[1], to, to.findInputSlot(connect[3]));
+            g.setDirtyCanvas(true, true);
+            return true;
+          }, follow);
+          const p = await page.evaluate(async () => (await window.app.graphToPrompt()).output);
+          f.prompt = JSON.parse(JSON.stringify(p));
+          const queued3 = page.waitForResponse((res) => res.url().endsWith('/api/prompt') && res.request().method() === 'POST',
+                                               { timeout: 30000 });
+          await page.evaluate(() => { window.app.queuePrompt(0, 1); });
+          const res3 = await queued3;
+          f.queueResponse = { status: res3.status(), body: await res3.json().catch(() => null) };
+          const pid3 = f.queueResponse.body && f.queueResponse.body.prompt_id;
+          const h3 = pid3 ? await history(page, pid3, config.historyTimeoutMs) : null;
+          f.history = h3 ? { status: h3.status, outputs: h3.outputs } : null;
+          await sleep(1500);
+          f.dialogs = await dialogs(page);
+          f.redNodes = (await nodeReport(page)).filter((x) => x.hasErrors).map((x) => `#${x.id} ${x.type}`);
+          await closeDialogs(page);
+          f.screenshot = path.join(config.outDir, `${stem}.follow_up.png`);
+          await fitAndShoot(page, f.screenshot);
+        }
+
         // How a user sees a pack error: set a bad widget value in this graph, queue, read the error dialog.
         const bad = config.uiErrors.find((c) => c.workflow === name);
         if (bad) {
@@ -240,12 +273,18 @@ async function history(page, promptId, timeoutMs) {
       save();
     }
 
-    // All four pack nodes side by side, as added from the node library (default widget values).
+    // Every pack node side by side, as added from the node library (default widget values), in rows on a viewport
+    // large enough that the canvas draws them in full detail. Fresh node ids: no earlier run's previews on them.
+    await page.setViewportSize({ width: 2400, height: 1500 });
     await page.evaluate(() => {
       const { app, LiteGraph } = window;
       app.graph.clear();
-      Object.keys(LiteGraph.registered_node_types).filter((t) => t.startsWith('LSC_')).forEach((t, i) => {
-        const n = LiteGraph.createNode(t); n.pos = [40 + (i % 2) * 420, 40 + Math.floor(i / 2) * 360]; app.graph.add(n);
+      let x = 40, y = 40, rowHeight = 0;
+      Object.keys(LiteGraph.registered_node_types).filter((t) => t.startsWith('LSC_')).sort().forEach((t, i) => {
+        const n = LiteGraph.createNode(t);
+        if (x + n.size[0] > 2200) { x = 40; y += rowHeight + 80; rowHeight = 0; }
+        n.id = 10000 + i; n.pos = [x, y]; app.graph.add(n);
+        x += n.size[0] + 40; rowHeight = Math.max(rowHeight, n.size[1]);
       });
     });
     out.galleryScreenshot = path.join(config.outDir, 'pack_nodes.png');

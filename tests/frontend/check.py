@@ -4,9 +4,11 @@
    the pack (this repository), tests/comfy/lsc_test_nodes and check_nodes; checks the pack's load line and errors;
 2. drives the real frontend in headless Chromium (browser.js): drops every shipped workflow, checks for missing/red
    nodes, screenshots, compares app.graphToPrompt() with tests/comfy/ui_to_api.py (workflow_reference.py), swaps the
-   loader for the tiny test checkpoint in the graph and queues it from the frontend;
+   loader for the tiny test checkpoint in the graph and queues it from the frontend, then shows a bad widget value's
+   error (UI_ERRORS) and does what a workflow's Note asks after the first run (FOLLOW_UPS);
 3. POSTs the frontend's prompt with the tests' swaps (TINY/FAST from test_workflows.py) and waits on /history;
-4. feeds every pack node bad input (bad_inputs.py) and checks the server stays healthy;
+4. feeds every pack node bad input (bad_inputs.py; its model files go to the server's model folders inside the
+   throw-away base directory) and checks the server stays healthy;
 5. prints PASS/FAIL per check, writes summary.json into the output folder, exits 1 on any FAIL.
 Nothing is written into the pack or into ComfyUI.
 """
@@ -38,7 +40,12 @@ from test_interpolate_nodes import PACK_NODES  # noqa: E402  (the pack's node li
 
 # How a user sees a pack error: this widget value is set in the loaded graph and queued from the frontend.
 UI_ERRORS = [{"workflow": "lsc_morph_animation.json", "nodeType": "LSC_NoiseTravel", "widget": "more_seeds",
-              "value": "7, x"}]
+              "value": "7, x"},
+             {"workflow": "lsc_prompt_slider.json", "nodeType": "LSC_DirectionFromCLIP", "widget": "negative",
+              "value": "blue"}]
+# What a workflow's Note asks the user to do after its first run, done in the frontend and queued again.
+FOLLOW_UPS = [{"workflow": "lsc_direction_library.json", "unmute": "LSC_LoadDirection",
+               "connect": ["LSC_LoadDirection", 0, "LSC_ApplyDirection", "direction"]}]
 RESULTS: list[tuple[str, str, str]] = []  # (check, PASS/FAIL/INFO, detail)
 
 
@@ -274,11 +281,11 @@ def wait_reference(run: Run, proc: subprocess.Popen) -> dict | None:
 
 def run_browser(run: Run, workflows: list[str], tiny: dict, fast: dict) -> dict:
     config = {"url": run.server.base + "/", "chromium": os.environ["CHROMIUM"], "outDir": str(run.out),
-              "workflows": workflows, "tiny": tiny, "fast": fast, "uiErrors": UI_ERRORS,
-              "historyTimeoutMs": 180000, "overallTimeoutMs": 570000}
+              "workflows": workflows, "tiny": tiny, "fast": fast, "uiErrors": UI_ERRORS, "followUps": FOLLOW_UPS,
+              "historyTimeoutMs": 300000, "overallTimeoutMs": 900000}
     (run.tmp / "browser_config.json").write_text(json.dumps(config))
     try:
-        subprocess.run(["node", str(HERE / "browser.js"), str(run.tmp / "browser_config.json")], cwd=HERE, timeout=600)
+        subprocess.run(["node", str(HERE / "browser.js"), str(run.tmp / "browser_config.json")], cwd=HERE, timeout=930)
     except subprocess.TimeoutExpired:
         pass
     result_path = run.out / "browser_result.json"
@@ -357,6 +364,23 @@ def check_frontend_queue(name: str, r: dict) -> None:
     record(f"{name}: queued from the frontend (app.queuePrompt) after swapping the loader in the graph", ok,
            detail + (f"; screenshot {r.get('screenshotAfterRun')}" if ok else ""))
 
+    f = r.get("followUp")
+    if f:
+        h = f.get("history") or {}
+        status = (h.get("status") or {}).get("status_str")
+        errors = [f"{d.get('node_type')}: {d.get('exception_message', '').strip()}"
+                  for e, d in (h.get("status") or {}).get("messages", []) if e == "execution_error"]
+        loaded = [k for k, v in (f.get("prompt") or {}).items() if v["class_type"] == f["unmute"]]
+        ok = bool(f.get("done")) and status == "success" and bool(loaded) and not f.get("dialogs") \
+            and not f.get("redNodes")
+        response = f.get("queueResponse") or {}
+        record(f"{name}: after the first run, {f['unmute']} unmuted and connected to {f['connect'][2]}."
+               f"{f['connect'][3]} (as its Note says) and queued again from the frontend", ok,
+               f"{f['unmute']} in the prompt as node {loaded}; outputs {output_files(h.get('outputs', {}))}; "
+               f"screenshot {f.get('screenshot')}" if ok else
+               f"done {f.get('done')}; queue response {response.get('status')} {json.dumps(response.get('body'))[:400]}; "
+               f"status {status}; {errors}; dialogs {f.get('dialogs')}; red nodes {f.get('redNodes')}")
+
     u = r.get("uiError")
     if u:
         shown = " || ".join(u.get("dialogs") or [])
@@ -402,6 +426,20 @@ def check_healthy(run: Run, proc: subprocess.Popen, reference: dict | None) -> N
     record("server process still running at the end", proc.poll() is None)
 
 
+def model_folder(run: Run, name: str) -> Path:
+    """The server's first folder for the model type ``name`` (ComfyUI lists them at /internal/folder_paths; upstream
+    puts models/ under --base-directory). It must lie in the throw-away base directory: nothing is written into the
+    ComfyUI tree."""
+    try:
+        paths = run.server.get("/internal/folder_paths").get(name) or []
+    except Exception:  # a ComfyUI without the route: models/ under the base directory
+        paths = []
+    folder = Path(paths[0]) if paths else run.base / "models" / name
+    if run.base.resolve() not in folder.resolve().parents:
+        raise RuntimeError(f"the server's {name} folder {folder} is outside the throw-away base directory {run.base}")
+    return folder
+
+
 def run_checks(run: Run, server_proc: subprocess.Popen, reference_proc: subprocess.Popen) -> None:
     if not check_server_and_pack(run, server_proc):
         return
@@ -426,7 +464,8 @@ def run_checks(run: Run, server_proc: subprocess.Popen, reference_proc: subproce
         check_frontend_queue(name, r)
         check_posted_prompt(run, name, r, ref, tiny, fast)
 
-    run.summary["bad_inputs"] = run_bad_inputs(run.server, record)
+    run.summary["bad_inputs"] = run_bad_inputs(run.server, record, model_folder(run, "latent_directions"),
+                                               model_folder(run, "open_clip"))
     check_healthy(run, server_proc, reference)
 
 
