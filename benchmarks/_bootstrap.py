@@ -4,6 +4,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+EVALUATION_SEED = 20261123  # fidelity.py's fresh evaluation set, seeded apart from every test's
+
 
 def load_pack():
     try:

@@ -1,7 +1,7 @@
 """How faithfully the controls work through ComfyUI's own executor, samplers and patch points, on the reference
 family loaded by the pack's Reference Model Loader, judged by the pixel oracle and compared with the engine.
 
-COMFYUI_PATH=/path/to/ComfyUI python benchmarks/comfy_fidelity.py [--json]
+COMFYUI_PATH=/path/to/ComfyUI python benchmarks/comfy_fidelity.py [--json] [--only tour|text_to_image|directions]
 
 Runs in the Python that runs that ComfyUI, with the engine's libraries (diffusers, open_clip) installed beside it.
 """
@@ -12,6 +12,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -19,6 +20,7 @@ import torch
 from _bootstrap import load_pack, report
 
 load_pack()
+from latent_space_control.core.directions import Direction, save_direction  # noqa: E402
 from latent_space_control.core.noise import seeded_noise  # noqa: E402
 from latent_space_control.reference import models, oracle, world  # noqa: E402
 
@@ -26,6 +28,13 @@ EVALUATION_SEED = 20261202  # fresh captions and seeds, apart from every test's 
 CAPTIONS = 256
 PER_PROMPT = 32  # text-to-image branches per executed prompt
 STEPS, CFG = 20, 4.0
+DIRECTION_SEED = 20262001  # captions and seeds of the direction part, apart from EVALUATION_SEED's 256
+DIRECTION_CAPTIONS = 128
+DIRECTION_STRENGTH = 1.0
+RANDOM_DIRECTION_FILE = "comfy_fidelity_random.safetensors"
+# Per caption: no direction, the prompt-made red→blue direction, a random direction of the same size.
+VARIANTS = ("plain", "text", "random")
+PARTS = ("tour", "text_to_image", "directions")
 
 
 def start_comfyui(work: Path):
@@ -36,25 +45,34 @@ def start_comfyui(work: Path):
     return ComfyUI(comfyui_root(), work)
 
 
-def text_to_image_prompt(captions: list[str], seeds: list[int]) -> dict:
-    """One API prompt: the reference loader, then per caption CLIPTextEncode -> KSampler (euler, karras) ->
-    VAEDecode, captured under the caption's index."""
-    prompt = {
+def shared_nodes() -> dict:
+    """The reference loader, the empty negative prompt and the empty latent every branch samples from."""
+    return {
         "loader": {"class_type": "LSC_ReferenceModelLoader", "inputs": {}},
         "negative": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["loader", 1], "text": ""}},
         "empty": {"class_type": "LSC_EmptyLatentForVAE",
                   "inputs": {"vae": ["loader", 2], "width": world.SIZE, "height": world.SIZE, "batch_size": 1}},
     }
+
+
+def sampled_branch(key: str, positive: list, seed: int) -> dict:
+    """KSampler (euler, karras) -> VAEDecode from a positive conditioning, the picture captured under ``key``."""
+    return {
+        f"sample_{key}": {"class_type": "KSampler", "inputs": {
+            "model": ["loader", 0], "positive": positive, "negative": ["negative", 0], "latent_image": ["empty", 0],
+            "seed": seed, "steps": STEPS, "cfg": CFG, "sampler_name": "euler", "scheduler": "karras",
+            "denoise": 1.0}},
+        f"decode_{key}": {"class_type": "VAEDecode", "inputs": {"samples": [f"sample_{key}", 0], "vae": ["loader", 2]}},
+        f"capture_{key}": {"class_type": "LSCTest_Capture", "inputs": {"value": [f"decode_{key}", 0], "label": key}},
+    }
+
+
+def text_to_image_prompt(captions: list[str], seeds: list[int]) -> dict:
+    """One API prompt: per caption CLIPTextEncode -> KSampler -> VAEDecode, captured under the caption's index."""
+    prompt = shared_nodes()
     for i, (caption, seed) in enumerate(zip(captions, seeds)):
-        prompt.update({
-            f"text{i}": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["loader", 1], "text": caption}},
-            f"sample{i}": {"class_type": "KSampler", "inputs": {
-                "model": ["loader", 0], "positive": [f"text{i}", 0], "negative": ["negative", 0],
-                "latent_image": ["empty", 0], "seed": seed, "steps": STEPS, "cfg": CFG, "sampler_name": "euler",
-                "scheduler": "karras", "denoise": 1.0}},
-            f"decode{i}": {"class_type": "VAEDecode", "inputs": {"samples": [f"sample{i}", 0], "vae": ["loader", 2]}},
-            f"capture{i}": {"class_type": "LSCTest_Capture", "inputs": {"value": [f"decode{i}", 0], "label": str(i)}},
-        })
+        prompt[f"text{i}"] = {"class_type": "CLIPTextEncode", "inputs": {"clip": ["loader", 1], "text": caption}}
+        prompt.update(sampled_branch(str(i), [f"text{i}", 0], seed))
     return prompt
 
 
@@ -107,16 +125,110 @@ def tour_figures(comfy) -> dict:
     return {"comfy_ref_tour_seconds": seconds}
 
 
+def direction_from_clip() -> dict:
+    """Direction from CLIP as a user sets it up for the slider: blue minus red, built-in templates, both spaces."""
+    return {"class_type": "LSC_DirectionFromCLIP", "inputs": {
+        "clip": ["loader", 1], "positive": "blue", "negative": "red", "templates": "built-in",
+        "custom_templates": "a {} thing", "space": "both", "normalise": "none"}}
+
+
+def save_random_direction(like) -> None:
+    """A random direction with ``like``'s spaces, shapes and per-space Frobenius norms, saved where Load Direction
+    looks for RANDOM_DIRECTION_FILE. (A file, not an object: ComfyUI loads the pack under another module name, so its
+    Direction class is not this process's.)"""
+    from latent_space_control.nodes import model_folders
+
+    model_folders.register_folders()
+    folder = Path(model_folders.folder_paths.get_folder_paths(model_folders.DIRECTIONS_FOLDER)[0])
+    generator = torch.Generator().manual_seed(DIRECTION_SEED)
+    vectors = {}
+    for space, vector in like.vectors.items():
+        noise = torch.randn(vector.shape, generator=generator)
+        vectors[space] = noise * (vector.float().norm() / noise.norm())
+    save_direction(folder / RANDOM_DIRECTION_FILE, Direction(vectors, family=like.family, encoder=like.encoder,
+                                                             provenance={"method": "random, norms of blue - red"}))
+
+
+def direction_prompt(captions: list[str], seeds: list[int]) -> dict:
+    """One API prompt: per caption CLIPTextEncode, sampled as it is, moved by Apply Direction along the prompt-made
+    direction, and along the random one loaded from its file; captured as "<variant><index>"."""
+    prompt = {**shared_nodes(), "text_direction": direction_from_clip(),
+              "random_direction": {"class_type": "LSC_LoadDirection", "inputs": {"file": RANDOM_DIRECTION_FILE}}}
+    for i, (caption, seed) in enumerate(zip(captions, seeds)):
+        prompt[f"caption{i}"] = {"class_type": "CLIPTextEncode", "inputs": {"clip": ["loader", 1], "text": caption}}
+        prompt.update(sampled_branch(f"plain{i}", [f"caption{i}", 0], seed))
+        for variant in ("text", "random"):
+            prompt[f"apply_{variant}{i}"] = {"class_type": "LSC_ApplyDirection", "inputs": {
+                "direction": [f"{variant}_direction", 0], "strength": DIRECTION_STRENGTH, "tokens": "all_tokens",
+                "auto_scale": False, "conditioning": [f"caption{i}", 0]}}
+            prompt.update(sampled_branch(f"{variant}{i}", [f"apply_{variant}{i}", 0], seed))
+    return prompt
+
+
+def direction_pictures(comfy, captions: list[str], seeds: list[int]) -> dict[str, torch.Tensor]:
+    """Every variant's pictures, [captions, 3, H, W] each."""
+    pictures = {variant: [] for variant in VARIANTS}
+    per_prompt = PER_PROMPT // len(VARIANTS)
+    for start in range(0, len(captions), per_prompt):
+        chunk = captions[start:start + per_prompt]
+        result = comfy.run(direction_prompt(chunk, seeds[start:start + per_prompt]))
+        if not result.ok:
+            raise RuntimeError(f"ComfyUI failed: {result.error}")
+        for variant in VARIANTS:
+            pictures[variant] += [result.captured[f"{variant}{i}"] for i in range(len(chunk))]
+    return {variant: torch.cat(batch).movedim(-1, 1) for variant, batch in pictures.items()}
+
+
+def direction_readings(comfy, captions: list[str], seeds: list[int]) -> dict[str, list[dict[str, str]]]:
+    """The oracle's readings of every variant's pictures; first the prompt-made direction is made once on its own,
+    to give the random direction its shapes and norms."""
+    made = comfy.run({"loader": shared_nodes()["loader"], "text_direction": direction_from_clip(),
+                      "capture": {"class_type": "LSCTest_Capture", "inputs": {"value": ["text_direction", 0],
+                                                                              "label": "direction"}}})
+    if not made.ok:
+        raise RuntimeError(f"Direction from CLIP failed in ComfyUI: {made.error}")
+    save_random_direction(made.captured["direction"])
+    pictures = direction_pictures(comfy, captions, seeds)
+    return {variant: oracle.read_batch(batch) for variant, batch in pictures.items()}
+
+
+def direction_scenes(count: int) -> list[world.Scene]:
+    """Red-shape scenes (red is no held-out pair's colour) with every other attribute drawn at random."""
+    return [replace(scene, colour="red") for scene in world.scenes(count, seed=DIRECTION_SEED, held_out=False)]
+
+
+def direction_figures(comfy) -> dict:
+    """The red→blue slider through the nodes a user wires: Direction from CLIP -> Apply Direction on fresh captions
+    of red shapes -> KSampler. Does it turn them blue, keeping shape, size, position and background as the same
+    caption and seed draw them without it, and does a random direction of the same size not?"""
+    start = time.perf_counter()
+    captions = [scene.caption() for scene in direction_scenes(DIRECTION_CAPTIONS)]
+    seeds = [DIRECTION_SEED + i for i in range(DIRECTION_CAPTIONS)]
+    readings = direction_readings(comfy, captions, seeds)
+    kept = [all(moved[name] == plain[name] for name in ("shape", "size", "position", "background"))
+            for moved, plain in zip(readings["text"], readings["plain"])]
+    return {
+        "comfy_dir_text_flip_rate": sum(r["colour"] == "blue" for r in readings["text"]) / DIRECTION_CAPTIONS,
+        "comfy_dir_text_keep_rate": sum(kept) / DIRECTION_CAPTIONS,
+        "comfy_dir_random_flip_rate": sum(r["colour"] == "blue" for r in readings["random"]) / DIRECTION_CAPTIONS,
+        "comfy_dir_seconds": time.perf_counter() - start,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print one JSON object of named figures")
+    parser.add_argument("--only", choices=PARTS, help="measure only this part (default: all of them)")
     args = parser.parse_args()
     if not os.environ.get("COMFYUI_PATH"):
         sys.exit("comfy_fidelity.py needs COMFYUI_PATH: the folder of a ComfyUI export whose requirements are "
                  "installed in this Python (see README, Tests)")
     with tempfile.TemporaryDirectory() as work:
         comfy = start_comfyui(Path(work))
-        figures = {**tour_figures(comfy), **text_to_image_figures(comfy)}
+        parts = {"tour": tour_figures, "text_to_image": text_to_image_figures, "directions": direction_figures}
+        figures = {}
+        for name in [args.only] if args.only else PARTS:
+            figures.update(parts[name](comfy))
     report(figures, args.json)
 
 

