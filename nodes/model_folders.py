@@ -47,36 +47,45 @@ def _condelta_folders() -> list[str]:
     return [os.path.join(os.path.dirname(_directions_root()), CONDELTA_FOLDER)]
 
 
-def _safetensors_in(folders: list[str]) -> list[str]:
+def files_in(folders: list[str], extensions) -> list[str]:
+    """Files with these extensions anywhere under the folders, as paths relative to their folder; read from disk
+    each time (ComfyUI's file-list cache can miss a file added a moment ago)."""
     names = set()
     for folder in folders:
         if os.path.isdir(folder):
             for root, _, files in os.walk(folder, followlinks=True):
                 names.update(os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/")
-                             for name in files if name.endswith(".safetensors"))
+                             for name in files if name.lower().endswith(tuple(extensions)))
     return sorted(names)
+
+
+def file_in(folders: list[str], name: str) -> Path | None:
+    """The file ``name`` (relative) in the first of the folders that has it; never a path outside them."""
+    for folder in folders:
+        root = Path(folder).resolve()
+        path = (root / name).resolve()
+        if root in path.parents and path.is_file():
+            return path
+    return None
 
 
 def direction_files() -> list[str]:
     """Direction files, then ConDelta files as ``ConDelta/<name>``."""
     register_folders()
-    return (folder_paths.get_filename_list(DIRECTIONS_FOLDER)
-            + [f"{CONDELTA_FOLDER}/{name}" for name in _safetensors_in(_condelta_folders())])
+    return (files_in(folder_paths.get_folder_paths(DIRECTIONS_FOLDER), [".safetensors"])
+            + [f"{CONDELTA_FOLDER}/{name}" for name in files_in(_condelta_folders(), [".safetensors"])])
 
 
 def direction_path(name: str) -> Path:
     register_folders()
     if name.startswith(f"{CONDELTA_FOLDER}/"):
-        for folder in _condelta_folders():
-            path = Path(folder) / name[len(CONDELTA_FOLDER) + 1:]
-            if path.is_file():
-                return path
+        found = file_in(_condelta_folders(), name[len(CONDELTA_FOLDER) + 1:])
     else:
-        found = folder_paths.get_full_path(DIRECTIONS_FOLDER, name)
-        if found is not None:
-            return Path(found)
-    raise ValueError(f"file is '{name}', which is not in models/{DIRECTIONS_FOLDER} or models/{CONDELTA_FOLDER}; "
-                     "expected one of the listed files (refresh the node list after adding files)")
+        found = file_in(folder_paths.get_folder_paths(DIRECTIONS_FOLDER), name)
+    if found is None:
+        raise ValueError(f"file is '{name}', which is not in models/{DIRECTIONS_FOLDER} or models/{CONDELTA_FOLDER}; "
+                         "expected one of the listed files (refresh the node list after adding files)")
+    return found
 
 
 def new_direction_path(filename_prefix: str) -> Path:

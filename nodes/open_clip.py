@@ -9,10 +9,10 @@ from comfy_api.latest import io
 import comfy.model_management
 import comfy.model_patcher
 
-from ..core.open_clip_loading import OpenClip, architectures, read_open_clip
+from ..core.open_clip_loading import WEIGHT_EXTENSIONS, OpenClip, architectures, read_open_clip
 from ..reference.models import CLIP_NAME, WEIGHTS, register_clip_config
 from .common import CATEGORY
-from .model_folders import OPEN_CLIP_FOLDER, folder_paths, register_folders
+from .model_folders import OPEN_CLIP_FOLDER, file_in, files_in, folder_paths, register_folders
 
 OPEN_CLIP = io.Custom("LSC_OPEN_CLIP")
 REFERENCE_WEIGHTS = "reference (shipped with the pack)"
@@ -77,7 +77,7 @@ class OpenClipModel:
 
 
 def weight_choices() -> list[str]:
-    return [REFERENCE_WEIGHTS, *folder_paths.get_filename_list(OPEN_CLIP_FOLDER)]
+    return [REFERENCE_WEIGHTS, *files_in(folder_paths.get_folder_paths(OPEN_CLIP_FOLDER), WEIGHT_EXTENSIONS)]
 
 
 def weights_path(architecture: str, weights: str) -> str:
@@ -88,12 +88,12 @@ def weights_path(architecture: str, weights: str) -> str:
                              f"{CLIP_NAME}, but architecture is {architecture!r}; expected architecture {CLIP_NAME}, "
                              f"or a file of models/open_clip made for {architecture} as weights")
         return str(REFERENCE_FOLDER / "open_clip_model.safetensors")
-    path = folder_paths.get_full_path(OPEN_CLIP_FOLDER, weights)
+    path = file_in(folder_paths.get_folder_paths(OPEN_CLIP_FOLDER), weights)
     if path is None:
         raise ValueError(f"weights is {weights!r}, which is not a file in the open_clip model folders "
                          f"({', '.join(map(str, folder_paths.get_folder_paths(OPEN_CLIP_FOLDER)))}); expected one of "
                          "their files (nothing is downloaded)")
-    return path
+    return str(path)
 
 
 class OpenCLIPLoader(io.ComfyNode):
