@@ -141,20 +141,25 @@ class LatentDirectionFromCLIP(io.ComfyNode):
                                 tooltip="What the pictures should move towards: one prompt per line (averaged)"),
                 io.String.Input("negative", multiline=True, default="red",
                                 tooltip="What they should move away from: one prompt per line (averaged)"),
-                io.Int.Input("steps", default=40, min=1, max=2000,
-                             tooltip="Gradient steps; each decodes and scores the whole batch once"),
-                io.Float.Input("learning_rate", default=0.05, min=0.001, max=1.0, step=0.005,
+                io.Int.Input("steps", default=100, min=1, max=2000,
+                             tooltip="Gradient steps; each decodes and scores up to 32 latents of the batch"),
+                io.Float.Input("learning_rate", default=0.1, min=0.001, max=1.0, step=0.005,
                                tooltip="Adam step size, in units of the latents' own RMS"),
-                io.Float.Input("max_norm", default=0.5, min=0.01, max=4.0, step=0.05,
-                               tooltip="Largest RMS of the offset relative to the latents' RMS (0.5: half their "
-                                       "size); smaller keeps more of the pictures unchanged"),
+                io.Float.Input("max_norm", default=1.5, min=0.01, max=4.0, step=0.05,
+                               tooltip="Largest RMS of the offset relative to the latents' RMS (1: as large as a "
+                                       "latent itself); smaller keeps more of the pictures unchanged"),
+                io.Float.Input("keep", default=1.0, min=0.0, max=10.0, step=0.1,
+                               tooltip="How hard to keep the rest of each picture (what else CLIP sees, and the "
+                                       "pixels), rising over the steps; 0: CLIP alone, which soon paints stray "
+                                       "blobs and breaks shapes"),
             ],
             outputs=[DIRECTION.Output(display_name="direction",
                                       tooltip="A latent direction; Apply Direction at strength 1 applies it as found")],
         )
 
     @classmethod
-    def execute(cls, vae, open_clip, latent, positive, negative, steps, learning_rate, max_norm) -> io.NodeOutput:
+    def execute(cls, vae, open_clip, latent, positive, negative, steps, learning_rate, max_norm,
+                keep) -> io.NodeOutput:
         positive_prompts = directions.require_prompts(prompt_lines(positive), "positive")
         negative_prompts = directions.require_prompts(prompt_lines(negative), "negative")
         samples = latent["samples"]
@@ -169,11 +174,13 @@ class LatentDirectionFromCLIP(io.ComfyNode):
         progress = LoopProgress(steps, preview=lambda delta: decode(samples[:1].to(delta) + delta[None]))
         offset = clip_latent_direction(decode, lambda image: scorer(image.to(device)),
                                        samples.to(vae.device, torch.float32), text[:len(positive_prompts)],
-                                       text[len(positive_prompts):], steps, learning_rate, max_norm, progress)
+                                       text[len(positive_prompts):], steps, learning_rate, max_norm, progress,
+                                       keep=keep)
         direction = Direction({"latent": offset.float().cpu()},
                               provenance={"method": "CLIP-scored latent offset", "positive": positive.strip(),
                                           "negative": negative.strip(), "clip": open_clip.clip.architecture,
-                                          "steps": str(steps), "batch": str(samples.shape[0])})
+                                          "steps": str(steps), "keep": str(keep),
+                                          "batch": str(samples.shape[0])})
         return io.NodeOutput(direction, ui=ui.PreviewText(_summary(direction)))
 
 

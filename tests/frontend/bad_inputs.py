@@ -214,7 +214,7 @@ def latent_from_clip(positive="blue", steps=2, lat=None):
     return {"oc": n("LSC_OpenCLIPLoader", architecture=REFERENCE_CLIP, weights=REFERENCE_WEIGHTS),
             "lat": lat or latent(3, batch=2),
             "lc": n("LSC_LatentDirectionFromCLIP", vae=["ckpt", 2], open_clip=["oc", 0], latent=["lat", 0],
-                    positive=positive, negative="red", steps=steps, learning_rate=0.05, max_norm=0.5)}
+                    positive=positive, negative="red", steps=steps, learning_rate=0.1, max_norm=1.5, keep=1.0)}
 
 
 def probed(at: str, slot: int = 0, **nodes) -> dict:
