@@ -25,26 +25,15 @@ def t5_config(width: int) -> dict:
     return {"d_model": width, "d_ff": 64, "d_kv": 16, "num_heads": 2, "num_layers": 2}
 
 
-def initialise(module: torch.nn.Module, seed: int) -> None:
-    """comfy.ops layers start as uninitialised memory: give every parameter seeded, sensible values."""
-    generator = torch.Generator().manual_seed(seed)
-    for name, parameter in module.named_parameters():
-        if name.endswith("bias"):
-            values = torch.zeros(parameter.shape)
-        elif parameter.ndim < 2:
-            values = torch.ones(parameter.shape)
-        else:
-            values = torch.randn(parameter.shape, generator=generator) * 0.02
-        parameter.data.copy_(values.to(parameter.dtype))
-
-
 def _clip(tokenizer, model, model_options: dict, seed: int):
     import comfy.sd
     import comfy.supported_models_base
 
     target = comfy.supported_models_base.ClipTarget(tokenizer, model)
     clip = comfy.sd.CLIP(target, model_options={"dtype": torch.float32, **model_options})
-    initialise(clip.cond_stage_model, seed)
+    from lsc_test_nodes import _initialise  # imports ComfyUI, so only once the comfy fixture made it importable
+
+    _initialise(clip.cond_stage_model, seed)
     return clip
 
 
