@@ -223,7 +223,8 @@ def test_direction_sweep_panel_turns_red_shapes_blue_at_strength_one_and_a_rando
         assert all(frame["pixels"].shape == (96, 96, 3) for frame in row)
     for scene, row, random_row in zip(scenes, swept, random):
         caption = f"{scene.size} {{}} {scene.shape}, {scene.position}, {scene.background}"
-        assert all(frame["reading"] == caption.format("red") for frame in row[:still + 1])
+        assert row[still]["reading"] == caption.format("red")
+        assert all(" red " in frame["reading"] for frame in row[:still])  # pushed the other way: still red
         assert row[flip]["reading"] == caption.format("blue")  # only the colour flips
         assert not any(" blue " in frame["reading"] for frame in random_row)
     # One noise per row: strength 0 is the caption as written, sampled alone from its seed, in both blocks.
