@@ -11,6 +11,7 @@ import torch
 from ..core.directions import Direction, apply_to_latent, apply_to_pooled, apply_to_tokens
 from ..core.interpolation import interpolate_embeddings
 from ..core.noise import noise_travel
+from ..core.style import crossfade_segments
 from ..core.tokens import tile_tokens
 
 CATEGORY = "latent space control"
@@ -129,9 +130,52 @@ def repeated_latent(latent: dict, samples: torch.Tensor, frames: int) -> dict:
     return latent_with_frames(source, samples, frames)
 
 
+def timestep_mixed_conditioning(structure: list, style: list, cutoff: float, window: float,
+                                names: tuple[str, str] = ("structure", "style")) -> list:
+    """A new CONDITIONING list that is ``structure`` before ``cutoff`` of the schedule and ``style`` after it, each
+    entry limited to the pieces of ``crossfade_segments`` where its source has weight, with that weight as its
+    ``strength`` (ComfyUI averages the predictions of entries active together, weighted by strength: a cross-fade).
+    An entry's own start/end percent and strength are kept within that: its range is intersected, its strength
+    multiplied."""
+    for conditioning, name in zip((structure, style), names):
+        if not conditioning:
+            raise ValueError(f"{name} is an empty conditioning; expected at least one entry")
+    result = []
+    for start, end, style_weight in crossfade_segments(cutoff, window):
+        for conditioning, weight in ((structure, 1.0 - style_weight), (style, style_weight)):
+            if weight <= 0:
+                continue
+            for tokens, extra in conditioning:
+                own_start, own_end = extra.get("start_percent", 0.0), extra.get("end_percent", 1.0)
+                piece_start, piece_end = max(start, own_start), min(end, own_end)
+                if piece_end <= piece_start:
+                    continue
+                out = dict(extra)
+                out.update(start_percent=piece_start, end_percent=piece_end,
+                           strength=extra.get("strength", 1.0) * weight)
+                result.append([tokens, out])
+    return result
+
+
 def prompt_lines(text: str) -> list[str]:
     """One prompt per line; blank lines are skipped."""
     return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def parse_channels(text: str, name: str) -> list[int]:
+    """Channel indices and ranges, as in '0, 2' or '4-7' (ranges include both ends)."""
+    channels = []
+    for word in (part.strip() for part in re.split(r"[\s,;]+", text.strip())):
+        if not word:
+            continue
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", word)
+        if match is None:
+            raise ValueError(f"{name} is '{text}'; expected channel numbers or ranges, as in '0, 2' or '4-7'")
+        first, last = int(match[1]), int(match[2] or match[1])
+        if last < first:
+            raise ValueError(f"{name}: the range '{word}' runs backwards; expected first-last with first ≤ last")
+        channels.extend(range(first, last + 1))
+    return sorted(set(channels))
 
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
