@@ -177,7 +177,8 @@ def channel_mix(base: torch.Tensor, source: torch.Tensor, channels: list[int], s
     _require_pair(base, source, names[:2], same_size=True)
     bad = [c for c in channels if not 0 <= c < base.shape[1]]
     if bad:
-        raise ValueError(f"channels {bad} do not exist: the latents have channels 0..{base.shape[1] - 1}")
+        raise ValueError(f"channels {bad} do not exist; expected channel numbers 0..{base.shape[1] - 1} of these "
+                         "latents")
     if not channels:
         raise ValueError("channels is empty; expected at least one channel index")
     mixed = base.clone()

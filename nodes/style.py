@@ -7,7 +7,8 @@ from comfy_api.latest import io
 
 from ..core import style
 from .common import CATEGORY, new_latent, parse_channels, timestep_mixed_conditioning
-from .unet_blocks import (PRESET_TIPS, PRESETS, CrossAttentionMix, SharedSelfAttention, attention_blocks,
+from .dit_blocks import dit_blocks, dit_preset_blocks, patch_dit, require_text_width
+from .unet_blocks import (PRESET_TIPS, PRESETS, CrossAttentionMix, SharedSelfAttention, attention_blocks, is_unet,
                           parse_block_weights, preset_blocks, sigma_window)
 
 FAMILY = f"{CATEGORY}/style"
@@ -68,15 +69,20 @@ class StyleMixBlocks(io.ComfyNode):
             display_name="Style Mix by Block (LSC)",
             category=FAMILY,
             description="Feed the style conditioning to chosen UNet blocks only (the layer-mixing of StyleGAN): the "
-                        "sampler's prompt decides what the other blocks decide. UNet models: SD1.5, SDXL, the "
-                        "reference family.",
+                        "sampler's prompt decides what the other blocks decide. UNet models (SD1.5, SDXL, the "
+                        "reference family) through cross-attention patches; Flux (double_/single_ blocks) and SD3 "
+                        "(joint_ blocks) through block replacements that carry the style prompt's own text stream "
+                        "(one more pass per block up to the last chosen one).",
             inputs=[
                 io.Model.Input("model", tooltip="The UNet model to patch (a patched copy is returned; the input is "
                                                 "left as it is)"),
                 io.Conditioning.Input("style", tooltip="What the chosen blocks see instead of the prompt; its first "
                                                        "entry's text tokens are used"),
                 io.Combo.Input("blocks", options=[*PRESETS, "custom"], default="style",
-                               tooltip=f"Which blocks see the style prompt. {presets}; custom: block_weights alone"),
+                               tooltip=f"Which blocks see the style prompt. UNet: {presets}. Flux/SD3 (by depth): "
+                                       "composition the first third of the double/joint blocks, style the last "
+                                       "third, coarse the first half of all blocks, fine the second half. custom: "
+                                       "block_weights alone"),
                 io.Float.Input("weight", default=1.0, min=-1.0, max=2.0, step=0.05,
                                tooltip="How far the chosen blocks' prompt moves towards style (1: style alone, 0: "
                                        "unchanged; beyond 1 exaggerates)"),
@@ -93,16 +99,26 @@ class StyleMixBlocks(io.ComfyNode):
     def execute(cls, model, style, blocks, weight, block_weights, start_percent, end_percent) -> io.NodeOutput:
         if not style:
             raise ValueError("style is an empty conditioning; expected at least one entry")
-        known = attention_blocks(model.get_model_object("diffusion_model"))
-        chosen = {} if blocks == "custom" else {name: weight for name in preset_blocks(known, blocks)}
+        diffusion_model = model.get_model_object("diffusion_model")
+        unet = is_unet(diffusion_model)
+        known = attention_blocks(diffusion_model) if unet else dit_blocks(diffusion_model)
+        if known is None:
+            raise ValueError(f"model is a {type(diffusion_model).__name__}; expected a UNet (SD1.5, SDXL, the "
+                             "reference family), Flux or SD3 model")
+        require_text_width(style[0][0], diffusion_model)
+        preset = preset_blocks if unet else dit_preset_blocks
+        chosen = {} if blocks == "custom" else {name: weight for name in preset(known, blocks)}
         chosen.update(parse_block_weights(block_weights, known, weight))
         if not chosen:
             raise ValueError("block_weights is empty with blocks = custom; expected block names such as "
                              f"{known[-1].name}, or a preset")
         window = sigma_window(model, start_percent, end_percent)
-        keys = {block.key: chosen[block.name] for block in known if block.name in chosen}
         patched = model.clone()
-        patched.set_model_attn2_patch(CrossAttentionMix(style[0][0], keys, window))
+        if unet:
+            keys = {block.key: chosen[block.name] for block in known if block.name in chosen}
+            patched.set_model_attn2_patch(CrossAttentionMix(style[0][0], keys, window))
+        else:
+            patch_dit(patched, known, chosen, style[0][0], window)
         return io.NodeOutput(patched)
 
 

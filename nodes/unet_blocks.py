@@ -30,11 +30,15 @@ class AttentionBlock:
     level: int  # how many times the resolution has been halved
 
 
+def is_unet(diffusion_model: torch.nn.Module) -> bool:
+    return all(hasattr(diffusion_model, part) for part in ("input_blocks", "middle_block", "output_blocks"))
+
+
 def attention_blocks(diffusion_model: torch.nn.Module, input_name: str = "model") -> list[AttentionBlock]:
     """Every block of the UNet that holds a SpatialTransformer, in the order the UNet runs them."""
-    if not all(hasattr(diffusion_model, part) for part in ("input_blocks", "middle_block", "output_blocks")):
+    if not is_unet(diffusion_model):
         raise ValueError(f"{input_name} is a {type(diffusion_model).__name__}; expected a UNet model (SD1.5, SDXL, "
-                         "the reference family): DiT models (Flux, SD3) have no UNet blocks to mix")
+                         "the reference family)")
     blocks, level = [], 0
 
     def kinds(block):
@@ -76,7 +80,7 @@ def preset_blocks(blocks: list[AttentionBlock], preset: str) -> list[str]:
     raise ValueError(f"blocks is '{preset}'; expected one of {', '.join(PRESETS)} or custom")
 
 
-def parse_block_weights(text: str, blocks: list[AttentionBlock], default: float,
+def parse_block_weights(text: str, blocks: list, default: float,
                         name: str = "block_weights") -> dict[str, float]:
     """``"input_8, output_1:0.5"``: block names (each at ``default``) or ``name:weight``, separated by commas,
     semicolons or new lines; ``all`` stands for every block. Unknown names and weights that are not numbers are
@@ -93,7 +97,7 @@ def parse_block_weights(text: str, blocks: list[AttentionBlock], default: float,
             raise ValueError(f"{name}: '{item}' has weight '{value}'; expected a number, as in output_1:0.5") from None
         targets = known if block == "all" else [block]
         if block != "all" and block not in known:
-            raise ValueError(f"{name}: '{block}' is not an attention block of this model; expected one of "
+            raise ValueError(f"{name}: '{block}' is not a block of this model; expected one of "
                              f"{', '.join(known)} (or all)")
         weights.update({target: weight for target in targets})
     return weights
@@ -108,7 +112,8 @@ def sigma_window(model_patcher, start_percent: float, end_percent: float) -> tup
     return float(sampling.percent_to_sigma(start_percent)), float(sampling.percent_to_sigma(end_percent))
 
 
-def _active(extra_options: dict, window: tuple[float, float]) -> bool:
+def active(extra_options: dict, window: tuple[float, float]) -> bool:
+    """Whether the current noise level (the patch's ``extra_options`` / ``transformer_options``) lies in the window."""
     start, end = window
     sigma = float(extra_options["sigmas"].max())
     return end <= sigma <= start
@@ -126,7 +131,7 @@ class CrossAttentionMix:
 
     def __call__(self, n, context, value, extra_options):
         weight = self.weights.get(tuple(extra_options.get("block") or ()), 0.0)
-        if weight == 0.0 or not _active(extra_options, self.window):
+        if weight == 0.0 or not active(extra_options, self.window):
             return n, context, value
         return n, self._mixed(context, extra_options, weight), self._mixed(value, extra_options, weight)
 
@@ -152,7 +157,7 @@ class SharedSelfAttention:
 
     def __call__(self, q, k, v, extra_options):
         heads, precision = extra_options["n_heads"], extra_options.get("attn_precision")
-        if not _active(extra_options, self.window):
+        if not active(extra_options, self.window):
             return optimized_attention(q, k, v, heads, attn_precision=precision)
         q, k, v, bias = shared_attention(q, k, v, len(extra_options["cond_or_uncond"]), self.normalise, self.strength)
         if bias is None:

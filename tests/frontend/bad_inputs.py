@@ -340,6 +340,55 @@ BAD_CASES += [
 ]
 
 
+
+def style_blocks(block_weights="", blocks="style", start=0.0, end=1.0):
+    return n("LSC_StyleMixBlocks", model=["ckpt", 0], style=["b", 0], blocks=blocks, weight=1.0,
+             block_weights=block_weights, start_percent=start, end_percent=end)
+
+
+def latent_mix(mode="adain", channels="0", a="la", b="lb"):
+    return n("LSC_LatentStyleMix", latent_a=[a, 0], latent_b=[b, 0], mode=mode, strength=1.0, cutoff=4.0,
+             channels=channels, per_frame=False)
+
+
+BAD_CASES += [
+    ("StyleMix: window = 2 (max 1)",
+     probed("m", a=clip_text("a fox"), b=clip_text("an owl"),
+            m=n("LSC_StyleMix", structure=["a", 0], style=["b", 0], cutoff=0.3, window=2.0)),
+     "any", "m", ["window", "max|expected"]),
+    ("StyleMixBlocks: block_weights names a block the UNet lacks ('input_99')",
+     probed("s", b=clip_text("an owl"), s=style_blocks("input_99")),
+     "execution", "s", ["block_weights", "input_99", "expected one of"]),
+    ("StyleMixBlocks: a weight that is not a number ('output_1:strong')",
+     probed("s", b=clip_text("an owl"), s=style_blocks("output_1:strong")),
+     "execution", "s", ["block_weights", "strong", "expected a number"]),
+    ("StyleMixBlocks: blocks custom with block_weights empty",
+     probed("s", b=clip_text("an owl"), s=style_blocks(" ", blocks="custom")),
+     "execution", "s", ["block_weights", "custom", "expected"]),
+    ("StyleMixBlocks: end_percent 0.2 before start_percent 0.6",
+     probed("s", b=clip_text("an owl"), s=style_blocks(start=0.6, end=0.2)),
+     "execution", "s", ["end_percent", "start_percent", "expected"]),
+    ("StyleAlign: end_percent 0.1 before start_percent 0.5",
+     probed("s", s=n("LSC_StyleAlign", model=["ckpt", 0], normalise=True, start_percent=0.5, end_percent=0.1,
+                     strength=1.0)),
+     "execution", "s", ["end_percent", "start_percent", "expected"]),
+    ("LatentStyleMix: 4 vs 16 channels", probed("m", la=latent(1), lb=latent(2, channels=16), m=latent_mix()),
+     "execution", "m", ["latent_b", "latent_a", "channels", "expected"]),
+    ("LatentStyleMix: frequency on 8x8 vs 8x16 latents",
+     probed("m", la=latent(1), lb=latent(2, width=16), m=latent_mix("frequency")),
+     "execution", "m", ["latent_b", "latent_a", "size", "expected"]),
+    ("LatentStyleMix: batch 2 vs batch 3", probed("m", la=latent(1, batch=2), lb=latent(2, batch=3), m=latent_mix()),
+     "execution", "m", ["latent_b", "batch", "expected"]),
+    ("LatentStyleMix: channels 'red'", probed("m", la=latent(1), lb=latent(2), m=latent_mix("channels", "red")),
+     "execution", "m", ["channels", "red", "expected"]),
+    ("LatentStyleMix: channel 9 of a 4-channel latent",
+     probed("m", la=latent(1), lb=latent(2), m=latent_mix("channels", "2, 9")),
+     "execution", "m", ["channels", r"\b9\b", "expected|0\.\.3"]),
+    ("LatentStyleMix: NaN in latent_a (FCheck_PoisonLatent)",
+     probed("m", **poisoned_latents(1), lb=latent(2), m=latent_mix(a="nan")),
+     "execution", "m", ["latent_a", "nan", "expected"]),
+]
+
 def run_bad_inputs(server, record, directions: Path, open_clip: Path) -> list[dict]:
     """Runs every case on ``server`` (a comfy_http.Server), calls ``record(check, ok, detail)`` per case and returns
     one row per case for the summary. ``directions`` and ``open_clip`` are the server's models/latent_directions and
