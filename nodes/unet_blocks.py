@@ -18,7 +18,8 @@ PRESET_TIPS = {
     "style": "the middle attention block of the first (lowest-resolution) up level with attention: InstantStyle's "
              "style block (SDXL output_1, SD1.5 output_4)",
     "composition": "the last attention block of the down path: InstantStyle's layout block (SDXL and SD1.5 input_8)",
-    "coarse": "every attention block at the lowest resolution with attention (layout, what is where)",
+    "coarse": "the attention blocks of the lowest-resolution down and up levels with attention, and the middle block "
+              "(layout, what is where)",
     "fine": "every attention block at the highest resolution (texture, edges, colour detail)",
 }
 
@@ -65,10 +66,11 @@ def attention_blocks(diffusion_model: torch.nn.Module, input_name: str = "model"
 
 def preset_blocks(blocks: list[AttentionBlock], preset: str) -> list[str]:
     """The block names of ``preset`` on this UNet (see PRESET_TIPS)."""
-    deepest = max(block.level for block in blocks)
+    paths = [block for block in blocks if block.key[0] != "middle"] or blocks
+    deepest = max(block.level for block in paths)
     shallowest = min(block.level for block in blocks)
     if preset == "coarse":
-        return [block.name for block in blocks if block.level == deepest]
+        return [block.name for block in blocks if block.level >= deepest]
     if preset == "fine":
         return [block.name for block in blocks if block.level == shallowest]
     if preset == "composition":
