@@ -24,9 +24,15 @@ def _patcher(config, seed: int):
 
 def flux_model(seed: int = 1):
     """Flux: 2 double and 2 single blocks, 64 wide; 16-channel latents."""
+    import dataclasses
+
+    import comfy.ldm.flux.model
     import comfy.supported_models
 
-    return _patcher(comfy.supported_models.Flux({
+    # Newer ComfyUI (the fork) also asks which text-id dimensions carry positions: none, as Flux.1 detects.
+    fields = {field.name for field in dataclasses.fields(comfy.ldm.flux.model.FluxParams)}
+    newer = {"txt_ids_dims": []} if "txt_ids_dims" in fields else {}
+    return _patcher(comfy.supported_models.Flux({**newer,
         "image_model": "flux", "in_channels": 16, "out_channels": 16, "vec_in_dim": FLUX_POOLED_WIDTH,
         "context_in_dim": FLUX_TEXT_WIDTH, "hidden_size": 64, "mlp_ratio": 2.0, "num_heads": 2, "depth": 2,
         "depth_single_blocks": 2, "axes_dim": [8, 12, 12], "theta": 10000, "patch_size": 2, "qkv_bias": True,
