@@ -130,8 +130,7 @@ def adain(content: torch.Tensor, style: torch.Tensor, strength: float = 1.0, mas
     mean, std = channel_statistics(content, per_frame, weights)
     style_mean, style_std = _style_statistics(style, content, per_frame)
     normalised = (content - mean) / (std + EPSILON) * style_std + style_mean
-    blend = strength if weights is None else strength * weights
-    return content + (normalised - content) * blend
+    return torch.lerp(content, normalised, strength if weights is None else strength * weights)
 
 
 def _lowpass_filter(size: int, cutoff: float, device, dtype) -> torch.Tensor:
@@ -188,8 +187,9 @@ def channel_mix(base: torch.Tensor, source: torch.Tensor, channels: list[int], s
 
 def _blend(base: torch.Tensor, mixed: torch.Tensor, strength: float, mask: torch.Tensor | None,
            name: str) -> torch.Tensor:
-    weight = strength if mask is None else strength * mask_for_latent(mask, mixed, name)
-    return base + (mixed - base) * weight
+    if mask is None:
+        return torch.lerp(base, mixed, strength)  # exact at both ends
+    return torch.lerp(base.expand_as(mixed), mixed, strength * mask_for_latent(mask, mixed, name))
 
 
 def _require_pair(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str], same_size: bool) -> None:

@@ -12,8 +12,10 @@ from .unet_blocks import (PRESET_TIPS, PRESETS, CrossAttentionMix, SharedSelfAtt
                           parse_block_weights, preset_blocks, sigma_window)
 
 FAMILY = f"{CATEGORY}/style"
-# Where the reference family settles what shape it draws (benchmarks/fidelity.py, style_*_by_cutoff).
-DEFAULT_CUTOFF = 0.3
+# On the reference family the layout (place, background) is settled by 0.55 of the schedule, the colour by 0.85,
+# the shape only after 0.95 (benchmarks/fidelity.py, style_curve_*): 0.6 takes the layout from structure and the
+# colour from style.
+DEFAULT_CUTOFF = 0.6
 LATENT_MODES = ("adain", "frequency", "channels")
 
 
@@ -43,9 +45,11 @@ class StyleMix(io.ComfyNode):
                                                        "texture, detail (source B)"),
                 io.Float.Input("cutoff", default=DEFAULT_CUTOFF, min=0.0, max=1.0, step=0.01,
                                tooltip="Fraction of the schedule where style takes over (0: style only, 1: "
-                                       f"structure only). {DEFAULT_CUTOFF} keeps the structure prompt's shape and "
-                                       "takes the style prompt's colour on the reference family; SD-type models "
-                                       "decide layout in roughly the first 20–40 %"),
+                                       "structure only). Whatever the model settles before the cutoff comes from "
+                                       "structure, the rest from style. On the reference model layout settles by "
+                                       f"0.55, colour by 0.85, shape after 0.95, so {DEFAULT_CUTOFF} gives "
+                                       "structure's layout with style's colour; SD-type models settle composition "
+                                       "in roughly the first 20–40 %"),
                 io.Float.Input("window", default=0.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Width of a smooth cross-fade centred on the cutoff (0: a hard switch). The "
                                        "predictions of both prompts are blended there, which costs one more model "

@@ -10,7 +10,8 @@ PACK_NODES = ["LSC_LatentInterpolate", "LSC_LatentKeyframes", "LSC_NoiseTravel",
               "LSC_ReferenceModelLoader", "LSC_EmptyLatentForVAE",
               "LSC_DirectionFromCLIP", "LSC_LatentDirectionFromCLIP", "LSC_DirectionFromLatents", "LSC_DirectionPCA", "LSC_ApplyDirection",
               "LSC_DirectionSweep", "LSC_DirectionCombine", "LSC_DirectionTransfer", "LSC_SaveDirection",
-              "LSC_LoadDirection", "LSC_OpenCLIPLoader"]  # every node of the pack
+              "LSC_LoadDirection", "LSC_OpenCLIPLoader",
+              "LSC_StyleMix", "LSC_StyleMixBlocks", "LSC_LatentStyleMix", "LSC_StyleAlign"]  # every node of the pack
 
 
 def latent(seed, batch=1, channels=4, length=0, height=8, width=8):

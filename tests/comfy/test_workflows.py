@@ -30,7 +30,9 @@ def write_input_images(comfy, workflow):
 def test_workflows_are_shipped():
     assert {path.name for path in WORKFLOWS} >= {"lsc_morph_animation.json", "lsc_interpolate_images.json",
                                                  "lsc_reference_tour.json", "lsc_prompt_slider.json",
-                                                 "lsc_latent_direction_edit.json", "lsc_direction_library.json"}
+                                                 "lsc_latent_direction_edit.json", "lsc_direction_library.json",
+                                                 "lsc_style_mix_timestep.json", "lsc_style_mix_blocks_sdxl.json",
+                                                 "lsc_latent_adain.json", "lsc_style_align_batch.json"}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[path.stem for path in WORKFLOWS])
@@ -198,7 +200,82 @@ def _latent_direction_edit(workflow, prompt):
     return check
 
 
-MEANINGS = {"lsc_latent_direction_edit": _latent_direction_edit, "lsc_reference_tour": _tour, "lsc_morph_animation": _morph, "lsc_interpolate_images": _interpolate_images,
+def _readings(images):
+    return oracle.read_batch(images.movedim(-1, 1))
+
+
+def _style_mix_timestep(workflow, prompt):
+    """Structure prompt A until the cutoff, style prompt B after it. The reference family settles size, position,
+    background and colour before the workflow's cutoff and the shape after it: A's picture drawn as B's shape."""
+    assert prompt[_by_title(workflow, "Structure prompt (A)")]["inputs"]["text"] == SCENE_A.caption()
+    assert prompt[_by_title(workflow, "Style prompt (B)")]["inputs"]["text"] == SCENE_B.caption()
+    mix = next(str(n["id"]) for n in workflow["nodes"] if n["type"] == "LSC_StyleMix")
+    assert 0 < prompt[mix]["inputs"]["cutoff"] < 1 and prompt[mix]["inputs"]["window"] == 0
+    sampler = _decoded(prompt, next(k for k, n in prompt.items() if n["class_type"] == "KSampler"))
+
+    def check(captured):
+        for reading in _readings(captured[sampler]):
+            assert reading == {**SCENE_A.attributes(), "shape": SCENE_B.shape}, reading
+    return check
+
+
+def _style_mix_blocks(workflow, prompt):
+    """The prompt alone draws A; with the style block fed B, A's size, position and background stay and the shape
+    and colour come from elsewhere: B's square, no longer A's red."""
+    assert prompt[_by_title(workflow, "Prompt (what the picture shows)")]["inputs"]["text"] == SCENE_A.caption()
+    style = _by_title(workflow, "Style prompt (fed to the style block)")
+    assert prompt[style]["inputs"]["text"] == SCENE_B.caption()
+    styled = _decoded(prompt, _by_title(workflow, "Sampler (style block mixed)"))
+    plain = _decoded(prompt, _by_title(workflow, "Sampler (the prompt alone)"))
+
+    def check(captured):
+        for reading in _readings(captured[plain]):
+            assert reading == SCENE_A.attributes(), reading
+        for reading in _readings(captured[styled]):
+            kept = {name: reading[name] for name in ("size", "position", "background")}
+            assert kept == {name: getattr(SCENE_A, name) for name in kept}, reading
+            assert reading["shape"] == SCENE_B.shape and reading["colour"] != SCENE_A.colour, reading
+    return check
+
+
+def _latent_adain(workflow, prompt):
+    """A's latent with B's channel statistics: B's black background, A's large size."""
+    mix = next(str(n["id"]) for n in workflow["nodes"] if n["type"] == "LSC_LatentStyleMix")
+    assert prompt[mix]["inputs"]["mode"] == "adain" and prompt[mix]["inputs"]["strength"] == 1.0
+    mixed = _decoded(prompt, mix)
+    a, b = (_decoded(prompt, prompt[mix]["inputs"][name][0]) for name in ("latent_a", "latent_b"))
+
+    def check(captured):
+        for source, scene in ((a, SCENE_A), (b, SCENE_B)):
+            for reading in _readings(captured[source]):
+                assert reading == scene.attributes(), reading
+        for reading in _readings(captured[mixed]):
+            assert (reading["background"], reading["size"]) == (SCENE_B.background, SCENE_A.size), reading
+    return check
+
+
+def _style_align_batch(workflow, prompt):
+    """The aligned batch's first picture is the one drawn without Style Align; the others change, and every picture
+    still shows what the prompt asks for."""
+    text = prompt[_by_title(workflow, "Prompt")]["inputs"]["text"]
+    asked = {"shape": "circle", "size": "large", "position": "center", "background": "white"}
+    assert all(word in text for word in ("large", "circle", "middle", "white"))
+    aligned = _decoded(prompt, _by_title(workflow, "Sampler (aligned)"))
+    plain = _decoded(prompt, _by_title(workflow, "Sampler (without Style Align)"))
+
+    def check(captured):
+        pictures, before = captured[aligned], captured[plain]
+        assert pictures.shape[0] == 4
+        assert (pictures[0] - before[0]).abs().max() < 1e-4
+        assert all((pictures[i] - before[i]).abs().max() > 0.03 for i in range(1, 4))  # ~0.07-0.25 at these seeds
+        for reading in _readings(pictures):
+            assert {name: reading[name] for name in asked} == asked, reading
+    return check
+
+
+MEANINGS = {"lsc_style_mix_timestep": _style_mix_timestep, "lsc_style_mix_blocks_sdxl": _style_mix_blocks,
+            "lsc_latent_adain": _latent_adain, "lsc_style_align_batch": _style_align_batch,
+            "lsc_latent_direction_edit": _latent_direction_edit, "lsc_reference_tour": _tour, "lsc_morph_animation": _morph, "lsc_interpolate_images": _interpolate_images,
             "lsc_prompt_slider": _prompt_slider, "lsc_direction_library": _direction_library}
 
 

@@ -11,8 +11,11 @@ from PIL import Image
 
 from latent_space_control.core.interpolation import interpolate_latents, path_positions
 from latent_space_control.core.noise import seed_frames, seeded_noise
+from latent_space_control.core.adapters import sigmas_from_alphas_cumprod
+from latent_space_control.core.sampling import karras_sigmas, sample_euler
+from latent_space_control.core.style import crossfaded_denoiser, schedule_position
 from latent_space_control.demo import (conditioning_interpolate_panel, direction_panel, latent_interpolate_panel,
-                                       latent_keyframes_panel, noise_travel_panel, render_demo)
+                                       latent_keyframes_panel, noise_travel_panel, render_demo, style_panel)
 from latent_space_control.demo.page import write_png
 from latent_space_control.demo.reference_panel import showcase_scenes
 from latent_space_control.reference import models, world
@@ -91,7 +94,7 @@ def test_every_node_shown_has_a_panel_headed_by_its_display_name(demo):
     _, text = demo
     assert re.findall(r"<h2>([^<]+)</h2>", text) == [
         "Reference world", "Latent Interpolate (LSC)", "Latent Keyframes (LSC)", "Noise Travel (LSC)",
-        "Conditioning Interpolate (LSC)", "Direction Sweep (LSC)"]
+        "Conditioning Interpolate (LSC)", "Direction Sweep (LSC)", "Style Mix by Timestep (LSC)"]
 
 
 def test_reference_panel_shows_generated_pictures_with_oracle_readings(demo):
@@ -241,3 +244,56 @@ def test_direction_sweep_panel_turns_red_shapes_blue_at_strength_one_and_a_rando
     blue = f"captions the oracle reads blue at strength {', '.join(f'{strength:g}' for strength in strengths)}"
     assert figure(text, f"{blue}: random") == ", ".join(["0"] * len(strengths))
     assert figure(text, f"{blue}: red→blue").split(", ")[flip] == str(len(scenes))
+
+
+def test_style_mix_panel_switches_from_caption_a_to_b_and_counts_what_follows_a(demo, family):
+    out, text = demo
+    text = panel(text, "LSC_StyleMix")
+    a, b, cutoffs, seeds = style_panel.A, style_panel.B, style_panel.CUTOFFS, style_panel.SEEDS
+    rows = [frames(out, text, f"style_mix_{row}") for row in range(len(seeds))]
+    column = {label: index for index, label in enumerate(style_panel.COLUMNS)}
+    for row in rows:
+        assert [frame["label"] for frame in row] == ["A alone", "B alone", *(f"cutoff {c:g}" for c in cutoffs)]
+        assert all(frame["pixels"].shape == (96, 96, 3) for frame in row)
+    # Each caption alone is what the reference world draws for it from that seed.
+    with torch.inference_mode():
+        alone = {scene: torch.cat([to_bytes(family.generate([scene.caption()], seed)) for seed in seeds])
+                 for scene in (a, b)}
+    for index, row in enumerate(rows):
+        assert pixel_gap(row[column["A alone"]]["pixels"], alone[a][index]) <= 1
+        assert pixel_gap(row[column["B alone"]]["pixels"], alone[b][index]) <= 1
+    # A mix is the node's cross-fade run from the seed's noise, all the way: A before the cutoff, B from it on.
+    with torch.inference_mode():
+        captions = family.encode_text([a.caption(), b.caption()]).hidden_states
+        training_sigmas = sigmas_from_alphas_cumprod(family.alphas_cumprod)
+        mixed = crossfaded_denoiser(family.denoiser(captions[:1], 4.0), family.denoiser(captions[1:], 4.0),
+                                    lambda sigma: schedule_position(sigma, training_sigmas), 0.9)
+        sigmas = karras_sigmas(20, *family.sigma_range())
+        latent = sample_euler(mixed, seeded_noise(seeds[0], (1, *models.LATENT_SHAPE)) * sigmas[0], sigmas)
+        expected = to_bytes(family.decode(latent / family.scaling_factor))[0]
+    assert pixel_gap(rows[0][column["cutoff 0.9"]]["pixels"], expected) <= 1
+    # What the text says, frame by frame: layout first, then colour, shape last.
+    def readings(label):
+        return [row[column[label]]["reading"] for row in rows]
+    assert readings("A alone") == ["large red circle, left, white"] * len(seeds)
+    assert readings("B alone") == readings("cutoff 0.3") == ["large blue square, right, black"] * len(seeds)
+    assert all(r.endswith(", left, white") and " red " not in r and " circle" not in r for r in readings("cutoff 0.6"))
+    assert readings("cutoff 0.9") == ["large red square, left, white"] * len(seeds)
+    assert readings("cutoff 0.97") == ["large red circle, left, white"] * len(seeds)
+    assert not any(" blue circle" in r for c in cutoffs for r in readings(f"cutoff {c:g}"))  # A's shape, B's colour
+    # The table and the curve count the frames above.
+    group = {"colour": 2, "shape": 3, "position": 4, "background": 5}  # in READING
+    counts = {}
+    for attribute in style_panel.ATTRIBUTES:
+        shown = figure(text, f"seeds (of {len(seeds)}) following A at cutoff 0 (B alone), "
+                             f"{', '.join(f'{c:g}' for c in cutoffs)}: {attribute}")
+        counts[attribute] = [int(value) for value in shown.split(", ")]
+        assert counts[attribute] == [sum(READING.fullmatch(reading)[group[attribute]] == getattr(a, attribute)
+                                         for reading in readings(label))
+                                     for label in ["B alone", *(f"cutoff {c:g}" for c in cutoffs)]]
+    settled = {attribute: next(c for c, n in zip((0.0, *cutoffs), values) if n == len(seeds))
+               for attribute, values in counts.items()}
+    assert settled["position"] == settled["background"] < settled["colour"] < settled["shape"]
+    assert figure(text, f"seeds (of {len(seeds)}) where A alone / B alone reads as its caption") == \
+        f"{len(seeds)}, {len(seeds)}"
+    assert "<svg" in text and text.count("<polyline") == len(style_panel.ATTRIBUTES)

@@ -1,13 +1,15 @@
 """The nodes' plain-Python plumbing, tested without ComfyUI: LATENT dicts, CONDITIONING lists and prompt travel over
-them, seed parsing and the seed-travel NOISE object."""
+them, the timestep style mix as CONDITIONING, seed and channel parsing and the seed-travel NOISE object."""
 
 import pytest
 import torch
 
 from latent_space_control.core.interpolation import interpolate_embeddings
 from latent_space_control.core.noise import noise_travel
+from latent_space_control.core.style import crossfade_segments
 from latent_space_control.nodes.common import (MAX_SEED, TravelNoise, interpolate_conditioning, latent_with_frames,
-                                               new_latent, pair_entries, parse_seeds)
+                                               new_latent, pair_entries, parse_channels, parse_seeds,
+                                               timestep_mixed_conditioning)
 
 
 def test_frames_repeat_per_item_keys_and_leave_the_source_alone():
@@ -112,3 +114,65 @@ def test_conditioning_travel_names_the_inputs_in_its_errors():
     with pytest.raises(ValueError, match="conditioning_b pooled_output has width 5 but conditioning_a pooled_output has 8"):
         interpolate_conditioning(conditioning(torch.ones(1, 4, 8), pooled_output=torch.ones(1, 8)),
                                  conditioning(torch.ones(1, 4, 8), pooled_output=torch.ones(1, 5)), [0.5], "slerp")
+
+
+def entries(conditioning):
+    """Each entry as (tokens, start, end, strength)."""
+    return [(tokens, extra["start_percent"], extra["end_percent"], extra["strength"]) for tokens, extra in conditioning]
+
+
+def test_timestep_mix_is_structure_before_the_cutoff_and_style_after():
+    structure_tokens, style_tokens = torch.zeros(1, 4, 8), torch.ones(1, 4, 8)
+    structure = conditioning(structure_tokens, pooled_output=torch.zeros(1, 8))
+    style = conditioning(style_tokens, pooled_output=torch.ones(1, 8))
+    mixed = timestep_mixed_conditioning(structure, style, cutoff=0.3, window=0.0)
+    assert entries(mixed) == [(structure_tokens, 0.0, 0.3, 1.0), (style_tokens, 0.3, 1.0, 1.0)]
+    assert mixed[0][1]["pooled_output"] is structure[0][1]["pooled_output"]
+    assert mixed[1][1]["pooled_output"] is style[0][1]["pooled_output"]
+    assert structure[0][1].keys() == style[0][1].keys() == {"pooled_output"}  # the inputs are left alone
+    assert entries(timestep_mixed_conditioning(structure, style, 0.0, 0.0)) == [(style_tokens, 0.0, 1.0, 1.0)]
+    assert entries(timestep_mixed_conditioning(structure, style, 1.0, 0.0)) == [(structure_tokens, 0.0, 1.0, 1.0)]
+
+
+def test_timestep_mix_cross_fades_by_strength_inside_the_window():
+    structure, style = conditioning(torch.zeros(1, 4, 8)), conditioning(torch.ones(1, 4, 8))
+    mixed = entries(timestep_mixed_conditioning(structure, style, cutoff=0.5, window=0.2))
+    for start, end, style_weight in crossfade_segments(0.5, 0.2):
+        active = [(tokens, strength) for tokens, s, e, strength in mixed if (s, e) == (start, end)]
+        # ComfyUI averages the entries active together, weighted by strength: the style's share is its weight.
+        assert sum(strength for _, strength in active) == pytest.approx(1.0)
+        style_share = sum(strength for tokens, strength in active if tokens is style[0][0])
+        assert style_share == pytest.approx(style_weight)
+    assert {(s, e) for _, s, e, _ in mixed} == {(s, e) for s, e, _ in crossfade_segments(0.5, 0.2)}
+    assert all(strength > 0 for *_, strength in mixed)
+
+
+def test_timestep_mix_keeps_each_entrys_own_range_and_strength_within_its_part():
+    early = conditioning(torch.zeros(1, 4, 8), start_percent=0.1, end_percent=0.2, strength=0.5)[0]
+    late = conditioning(torch.full((1, 4, 8), 2.0), start_percent=0.6, end_percent=0.9)[0]
+    style = conditioning(torch.ones(1, 4, 8), start_percent=0.2, end_percent=0.8, strength=2.0)
+    mixed = entries(timestep_mixed_conditioning([early, late], style, cutoff=0.4, window=0.0))
+    # late lies wholly after the cutoff, where only the style acts: it is dropped; the style starts at the cutoff.
+    assert mixed == [(early[0], 0.1, 0.2, 0.5), (style[0][0], 0.4, 0.8, 2.0)]
+    assert early[1] == {"start_percent": 0.1, "end_percent": 0.2, "strength": 0.5}
+
+
+def test_timestep_mix_needs_both_conditionings():
+    with pytest.raises(ValueError, match="structure is an empty conditioning"):
+        timestep_mixed_conditioning([], conditioning(torch.ones(1, 4, 8)), 0.3, 0.0)
+    with pytest.raises(ValueError, match="style is an empty conditioning"):
+        timestep_mixed_conditioning(conditioning(torch.ones(1, 4, 8)), [], 0.3, 0.0)
+
+
+def test_channels_parse_from_numbers_and_ranges():
+    assert parse_channels("0, 2", "channels") == [0, 2]
+    assert parse_channels("4-7", "channels") == [4, 5, 6, 7]
+    assert parse_channels(" 3 1;1, 0-1 ", "channels") == [0, 1, 3]  # sorted, each once
+    assert parse_channels("", "channels") == []
+    with pytest.raises(ValueError, match="channels is '0, x'; expected channel numbers or ranges, as in '0, 2' or "
+                                         "'4-7'"):
+        parse_channels("0, x", "channels")
+    with pytest.raises(ValueError, match="channels is '-1'; expected channel numbers"):
+        parse_channels("-1", "channels")
+    with pytest.raises(ValueError, match="channels: the range '5-3' runs backwards"):
+        parse_channels("1, 5-3", "channels")
