@@ -1,7 +1,7 @@
 """How faithfully the controls work through ComfyUI's own executor, samplers and patch points, on the reference
 family loaded by the pack's Reference Model Loader, judged by the pixel oracle and compared with the engine.
 
-COMFYUI_PATH=/path/to/ComfyUI python benchmarks/comfy_fidelity.py [--json] [--only tour|text_to_image|directions]
+COMFYUI_PATH=/path/to/ComfyUI python benchmarks/comfy_fidelity.py [--json] [--only tour|text_to_image|directions|style]
 
 Runs in the Python that runs that ComfyUI, with the engine's libraries (diffusers, open_clip) installed beside it.
 """
@@ -14,10 +14,12 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from _bootstrap import load_pack, report
+from _style_fidelity import CUTOFFS, KEY_NAMES, STYLE_SEED, pair_seeds, prompt_pairs
 
 load_pack()
 from latent_space_control.core.directions import Direction, save_direction  # noqa: E402
@@ -34,7 +36,13 @@ DIRECTION_STRENGTH = 1.0
 RANDOM_DIRECTION_FILE = "comfy_fidelity_random.safetensors"
 # Per caption: no direction, the prompt-made red→blue direction, a random direction of the same size.
 VARIANTS = ("plain", "text", "random")
-PARTS = ("tour", "text_to_image", "directions")
+PARTS = ("tour", "text_to_image", "directions", "style")
+# The first of _style_fidelity's pairs, each sampled as one batch from its seed (the first picture's noise is the
+# engine's for that pair): a batch costs less per picture than single pictures, and each variant has 16 pictures.
+STYLE_PAIRS, PAIR_BATCH = 4, 4
+ALIGN_PROMPT = "a large circle in the middle, white background"  # no colour: each picture picks its own
+ALIGN_BATCH, ALIGN_SEEDS = 8, 8
+ALIGN_STRENGTHS = {"": 1.0, "_strong": 10.0}  # key suffix: StyleAlign's strength (1: StyleAligned's own)
 
 
 def start_comfyui(work: Path):
@@ -55,11 +63,12 @@ def shared_nodes() -> dict:
     }
 
 
-def sampled_branch(key: str, positive: list, seed: int) -> dict:
+def sampled_branch(key: str, positive: list, seed: int, model: tuple[str, int] = ("loader", 0),
+                   latent: str = "empty") -> dict:
     """KSampler (euler, karras) -> VAEDecode from a positive conditioning, the picture captured under ``key``."""
     return {
         f"sample_{key}": {"class_type": "KSampler", "inputs": {
-            "model": ["loader", 0], "positive": positive, "negative": ["negative", 0], "latent_image": ["empty", 0],
+            "model": list(model), "positive": positive, "negative": ["negative", 0], "latent_image": [latent, 0],
             "seed": seed, "steps": STEPS, "cfg": CFG, "sampler_name": "euler", "scheduler": "karras",
             "denoise": 1.0}},
         f"decode_{key}": {"class_type": "VAEDecode", "inputs": {"samples": [f"sample_{key}", 0], "vae": ["loader", 2]}},
@@ -215,6 +224,163 @@ def direction_figures(comfy) -> dict:
     }
 
 
+def text(prompt: str) -> dict:
+    return {"class_type": "CLIPTextEncode", "inputs": {"clip": ["loader", 1], "text": prompt}}
+
+
+def captured_pictures(comfy, prompt: dict, keys: list[str]) -> dict[str, torch.Tensor]:
+    """Run ``prompt``; the pictures captured under ``keys``, [B, 3, H, W] each."""
+    result = comfy.run(prompt)
+    if not result.ok:
+        raise RuntimeError(f"ComfyUI failed: {result.error}")
+    return {key: result.captured[key].movedim(-1, 1) for key in keys}
+
+
+def pair_readings(comfy, pairs, seeds, variants: dict[str, Callable]) -> dict[str, list[dict[str, str]]]:
+    """The oracle's readings of every variant, PAIR_BATCH pictures a pair, pair by pair. ``variants[name](i)`` gives
+    the nodes of pair ``i``'s branch, the positive conditioning and the model it samples with; the pair's prompts
+    are nodes a{i} and b{i}. As many pairs share an executed prompt as keep it near PER_PROMPT branches."""
+    readings = {name: [] for name in variants}
+    per_prompt = max(1, PER_PROMPT // len(variants))
+    for start in range(0, len(pairs), per_prompt):
+        indices = range(start, min(start + per_prompt, len(pairs)))
+        prompt = {**shared_nodes(), "pair_batch": {"class_type": "LSC_EmptyLatentForVAE", "inputs": {
+            "vae": ["loader", 2], "width": world.SIZE, "height": world.SIZE, "batch_size": PAIR_BATCH}}}
+        for i in indices:
+            a, b = pairs[i]
+            prompt.update({f"a{i}": text(a.caption()), f"b{i}": text(b.caption())})
+            for name, branch in variants.items():
+                nodes, positive, model = branch(i)
+                prompt.update({**nodes, **sampled_branch(f"{name}_{i}", positive, seeds[i], model, "pair_batch")})
+        pictures = captured_pictures(comfy, prompt, [f"{name}_{i}" for name in variants for i in indices])
+        for name in variants:
+            readings[name] += oracle.read_batch(torch.cat([pictures[f"{name}_{i}"] for i in indices]))
+    return readings
+
+
+def each_picture(scenes: list[world.Scene]) -> list[world.Scene]:
+    """One scene per picture of pair_readings: each pair's PAIR_BATCH times."""
+    return [scene for scene in scenes for _ in range(PAIR_BATCH)]
+
+
+def _follow_rate(readings, scenes, attribute: str) -> float:
+    return sum(r[attribute] == getattr(s, attribute) for r, s in zip(readings, scenes)) / len(scenes)
+
+
+def style_mix_figures(comfy, pairs, seeds) -> dict:
+    """Style Mix by Timestep -> KSampler over the engine's cutoffs and the documented one (DEFAULT_CUTOFF): the
+    rate at which each attribute follows the structure prompt A and the style prompt B."""
+    from latent_space_control.nodes.style import DEFAULT_CUTOFF
+
+    cutoffs = list(CUTOFFS) + ([] if DEFAULT_CUTOFF in CUTOFFS else [DEFAULT_CUTOFF])
+
+    def mixed(k):
+        def branch(i):
+            node = {"class_type": "LSC_StyleMix", "inputs": {"structure": [f"a{i}", 0], "style": [f"b{i}", 0],
+                                                             "cutoff": cutoffs[k], "window": 0.0}}
+            return {f"mix{k}_{i}": node}, [f"mix{k}_{i}", 0], ("loader", 0)
+        return branch
+
+    readings = pair_readings(comfy, pairs, seeds, {f"cut{k}": mixed(k) for k in range(len(cutoffs))})
+    by_cutoff = dict(zip(cutoffs, readings.values()))
+    a_scenes, b_scenes = each_picture([a for a, _ in pairs]), each_picture([b for _, b in pairs])
+    figures = {"comfy_style_cutoffs": list(CUTOFFS), "comfy_style_cutoff": DEFAULT_CUTOFF}
+    for attribute, key in KEY_NAMES.items():
+        for source, scenes in (("a", a_scenes), ("b", b_scenes)):
+            figures[f"comfy_style_curve_{key}_follows_{source}"] = [
+                _follow_rate(by_cutoff[cutoff], scenes, attribute) for cutoff in CUTOFFS]
+    documented = by_cutoff[DEFAULT_CUTOFF]
+    figures.update({
+        "comfy_style_structure_follows_a": _follow_rate(documented, a_scenes, "shape"),
+        "comfy_style_layout_follows_a": _follow_rate(documented, a_scenes, "position"),
+        "comfy_style_color_follows_b": _follow_rate(documented, b_scenes, "colour"),
+    })
+    return figures
+
+
+def style_block_figures(comfy, pairs, seeds) -> dict:
+    """Style Mix by Block with B's prompt in each single attention block of the reference UNet, and in each preset,
+    while the sampler's prompt is A: the rate at which colour, shape and position follow B (unpatched, A alone:
+    comfy_style_curve_*_follows_b at cutoff 1)."""
+    from latent_space_control.nodes.unet_blocks import PRESETS, attention_blocks
+
+    loaded = comfy.run({"loader": shared_nodes()["loader"],
+                        "capture": {"class_type": "LSCTest_Capture", "inputs": {"value": ["loader", 0],
+                                                                                "label": "model"}}})
+    if not loaded.ok:
+        raise RuntimeError(f"the Reference Model Loader failed in ComfyUI: {loaded.error}")
+    names = [block.name for block in attention_blocks(loaded.captured["model"].get_model_object("diffusion_model"))]
+    settings = {f"block_{name}": ("custom", name) for name in names}
+    settings.update({f"preset_{preset}": (preset, "") for preset in PRESETS})
+
+    def patched(variant):
+        blocks, block_weights = settings[variant]
+
+        def branch(i):
+            node = {"class_type": "LSC_StyleMixBlocks", "inputs": {
+                "model": ["loader", 0], "style": [f"b{i}", 0], "blocks": blocks, "weight": 1.0,
+                "block_weights": block_weights, "start_percent": 0.0, "end_percent": 1.0}}
+            return {f"patch_{variant}_{i}": node}, [f"a{i}", 0], (f"patch_{variant}_{i}", 0)
+        return branch
+
+    readings = pair_readings(comfy, pairs, seeds, {variant: patched(variant) for variant in settings})
+    b_scenes = each_picture([b for _, b in pairs])
+    return {f"comfy_style_{variant}_{KEY_NAMES[attribute]}_follows_b": _follow_rate(readings[variant], b_scenes,
+                                                                                    attribute)
+            for variant in settings for attribute in ("colour", "shape", "position")}
+
+
+def style_align_figures(comfy) -> dict:
+    """Style Align Batch on batches of ALIGN_BATCH from a prompt that names no colour, one batch a seed: the share of
+    pictures 2..N whose colour is the first picture's, aligned at each of ALIGN_STRENGTHS and unaligned; how often
+    the first picture reads as it does unaligned (shared attention should leave it as it is), and how often
+    pictures 2..N read otherwise than unaligned in any attribute (whether the patch changes what is drawn at all)."""
+    prompt = {**shared_nodes(), "prompt": text(ALIGN_PROMPT),
+              "batch": {"class_type": "LSC_EmptyLatentForVAE", "inputs": {
+                  "vae": ["loader", 2], "width": world.SIZE, "height": world.SIZE, "batch_size": ALIGN_BATCH}}}
+    models_by_variant = {"unaligned": ("loader", 0)}
+    for suffix, strength in ALIGN_STRENGTHS.items():
+        prompt[f"align{suffix}"] = {"class_type": "LSC_StyleAlign", "inputs": {
+            "model": ["loader", 0], "normalise": True, "start_percent": 0.0, "end_percent": 1.0,
+            "strength": strength}}
+        models_by_variant[suffix] = (f"align{suffix}", 0)
+    seeds = [STYLE_SEED + 1000 + i for i in range(ALIGN_SEEDS)]
+    for variant, model in models_by_variant.items():
+        for seed in seeds:
+            prompt.update(sampled_branch(f"align{variant}_{seed}", ["prompt", 0], seed, model, latent="batch"))
+    pictures = captured_pictures(comfy, prompt, [f"align{variant}_{seed}" for variant in models_by_variant
+                                                 for seed in seeds])
+    batches = {variant: [oracle.read_batch(pictures[f"align{variant}_{seed}"]) for seed in seeds]
+               for variant in models_by_variant}
+
+    def consistency(variant):
+        return sum(item["colour"] == batch[0]["colour"] for batch in batches[variant]
+                   for item in batch[1:]) / (len(seeds) * (ALIGN_BATCH - 1))
+
+    figures = {"style_align_consistency_unaligned": consistency("unaligned")}
+    for suffix, strength in ALIGN_STRENGTHS.items():
+        figures.update({
+            f"style_align{suffix}_strength": strength,
+            f"style_align_consistency{suffix}": consistency(suffix),
+            f"style_align{suffix}_first_unchanged": sum(
+                aligned[0] == plain[0] for aligned, plain in zip(batches[suffix], batches["unaligned"])) / len(seeds),
+            f"style_align{suffix}_others_changed": sum(
+                a != p for aligned, plain in zip(batches[suffix], batches["unaligned"])
+                for a, p in zip(aligned[1:], plain[1:])) / (len(seeds) * (ALIGN_BATCH - 1)),
+        })
+    return figures
+
+
+def style_figures(comfy) -> dict:
+    """The style nodes on the engine's pairs (_style_fidelity: A and B differ in shape, colour, position and size)."""
+    start = time.perf_counter()
+    pairs, seeds = prompt_pairs(STYLE_PAIRS, STYLE_SEED), pair_seeds(STYLE_PAIRS)
+    figures = {**style_mix_figures(comfy, pairs, seeds), **style_block_figures(comfy, pairs, seeds),
+               **style_align_figures(comfy)}
+    figures["comfy_style_seconds"] = time.perf_counter() - start
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print one JSON object of named figures")
@@ -225,7 +391,8 @@ def main() -> None:
                  "installed in this Python (see README, Tests)")
     with tempfile.TemporaryDirectory() as work:
         comfy = start_comfyui(Path(work))
-        parts = {"tour": tour_figures, "text_to_image": text_to_image_figures, "directions": direction_figures}
+        parts = {"tour": tour_figures, "text_to_image": text_to_image_figures, "directions": direction_figures,
+                 "style": style_figures}
         figures = {}
         for name in [args.only] if args.only else PARTS:
             figures.update(parts[name](comfy))

@@ -1,12 +1,18 @@
 """Speed of the engine against the plain PyTorch baseline, measured side by side in one run: slerp against
-`torch.lerp`; a text direction from every templated prompt in one batched encode against one encode per prompt.
+`torch.lerp`; a text direction from every templated prompt in one batched encode against one encode per prompt; and,
+where COMFYUI_PATH names a ComfyUI, ComfyUI's KSampler on the reference model patched by Style Mix by Block and by
+Style Align Batch against the unpatched model (on the CPU, where the tests' harness runs ComfyUI).
 
-python benchmarks/perf.py [--json]
+[COMFYUI_PATH=/path/to/ComfyUI] python benchmarks/perf.py [--json]
 """
 
 import argparse
+import os
 import statistics
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -85,6 +91,64 @@ def direction_perf_figures(device) -> dict:
             "dir_sequential_seconds": baseline}
 
 
+# Large enough that the sampler's work, not its fixed cost, is timed: 16x16 latents, a batch of 4, 20 steps.
+STYLE_PICTURE_SIZE, STYLE_BATCH, STYLE_STEPS = 64, 4, 20
+
+
+def style_perf_figures() -> dict:
+    """KSampler (euler, karras, cfg 4) with the model patched by Style Mix by Block (its defaults: the style preset)
+    and by Style Align Batch (its defaults), each against the unpatched model; the nodes' outputs come from one
+    executed prompt, and the KSampler node itself is timed on them."""
+    if not os.environ.get("COMFYUI_PATH"):
+        print("perf.py: COMFYUI_PATH is not set; style_block_overhead and style_align_overhead need ComfyUI and are "
+              "left out", file=sys.stderr)
+        return {}
+    from comfy_fidelity import start_comfyui
+
+    with tempfile.TemporaryDirectory() as work:
+        comfy = start_comfyui(Path(work))
+        loader = ["loader", 0]
+        nodes = {
+            "loader": {"class_type": "LSC_ReferenceModelLoader", "inputs": {}},
+            "positive": {"class_type": "CLIPTextEncode", "inputs": {
+                "clip": ["loader", 1], "text": "a large red circle in the middle, white background"}},
+            "negative": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["loader", 1], "text": ""}},
+            "style": {"class_type": "CLIPTextEncode", "inputs": {
+                "clip": ["loader", 1], "text": "a large blue square in the middle, white background"}},
+            "latent": {"class_type": "LSC_EmptyLatentForVAE", "inputs": {
+                "vae": ["loader", 2], "width": STYLE_PICTURE_SIZE, "height": STYLE_PICTURE_SIZE,
+                "batch_size": STYLE_BATCH}},
+            "blocks": {"class_type": "LSC_StyleMixBlocks", "inputs": {
+                "model": loader, "style": ["style", 0], "blocks": "style", "weight": 1.0, "block_weights": "",
+                "start_percent": 0.0, "end_percent": 1.0}},
+            "align": {"class_type": "LSC_StyleAlign", "inputs": {
+                "model": loader, "normalise": True, "start_percent": 0.0, "end_percent": 1.0, "strength": 1.0}},
+        }
+        slots = {"plain": loader, "blocks": ["blocks", 0], "align": ["align", 0], "positive": ["positive", 0],
+                 "negative": ["negative", 0], "latent": ["latent", 0]}
+        for label, source in slots.items():
+            nodes[f"capture_{label}"] = {"class_type": "LSCTest_Capture", "inputs": {"value": source, "label": label}}
+        result = comfy.run(nodes)
+        if not result.ok:
+            raise RuntimeError(f"ComfyUI failed: {result.error}")
+        made = result.captured
+        ksampler = comfy.node_class("KSampler")()
+
+        def sample(model):
+            def run():
+                with torch.inference_mode():  # as ComfyUI's executor runs every node
+                    ksampler.sample(model, 1, STYLE_STEPS, 4.0, "euler", "karras", made["positive"],
+                                    made["negative"], made["latent"])
+            return run
+
+        cpu = torch.device("cpu")
+        blocks, block_plain = compare(sample(made["blocks"]), sample(made["plain"]), cpu, repeats=3)
+        align, align_plain = compare(sample(made["align"]), sample(made["plain"]), cpu, repeats=3)
+    return {"style_block_overhead": blocks / block_plain, "style_align_overhead": align / align_plain,
+            "style_block_seconds": blocks, "style_block_plain_seconds": block_plain,
+            "style_align_seconds": align, "style_align_plain_seconds": align_plain}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true", help="print one JSON object of named figures")
@@ -94,6 +158,7 @@ def main() -> None:
                "torch_threads": torch.get_num_threads()}
     figures.update(interpolation_figures(device))
     figures.update(direction_perf_figures(device))
+    figures.update(style_perf_figures())
     report(figures, args.json)
 
 

@@ -31,8 +31,8 @@ EPSILON = 1e-5  # keeps a flat channel's spread from dividing by zero
 def crossfade_weight(position: float, cutoff: float, window: float = 0.0) -> float:
     """The second source's weight at ``position`` of the schedule: 0 before ``cutoff``, 1 after it; with a
     ``window`` the change is a smoothstep over ``window`` centred on the cutoff (clipped to the schedule)."""
-    if window <= 0:
-        return 0.0 if position < cutoff else 1.0
+    if window <= 0:  # a cutoff of 1 never switches, as in ComfyUI, where the schedule's end is never reached
+        return 0.0 if position < cutoff or cutoff >= 1 else 1.0
     u = min(max((position - cutoff) / window + 0.5, 0.0), 1.0)
     return u * u * (3 - 2 * u)
 

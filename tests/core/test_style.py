@@ -26,7 +26,11 @@ def population_statistics(x, dims):
 @pytest.mark.parametrize("cutoff", [0.0, 0.3, 1.0])
 def test_without_a_window_the_weight_switches_at_the_cutoff(cutoff):
     for position in torch.linspace(0, 1, 101).tolist():
-        assert crossfade_weight(position, cutoff) == (0.0 if position < cutoff else 1.0)
+        assert crossfade_weight(position, cutoff) == (0.0 if position < cutoff or cutoff == 1.0 else 1.0)
+
+
+def test_a_cutoff_of_1_keeps_the_structure_to_the_very_end_as_comfyui_does():
+    assert crossfade_weight(1.0, 1.0) == 0.0 and crossfade_weight(1.0, 0.999) == 1.0
 
 
 def test_within_a_window_the_weight_rises_smoothly_and_monotonically_from_0_to_1():
