@@ -27,8 +27,11 @@ def dit(request, comfy):
     build, width, pooled = tiny_dits.BUILDERS[request.param]
     with torch.inference_mode():
         model = build()
-        prompt = conditioning(width, pooled, 20, 1)
-        return request.param, model, prompt, conditioning(width, pooled, 12, 2), sample(model, prompt)
+        prompt, other = conditioning(width, pooled, 20, 1), conditioning(width, pooled, 12, 2)
+        plain = sample(model, prompt)
+        # How much the whole prompt moves this random model's sample: a block's share of it is judged against this.
+        reach = (sample(model, other) - plain).abs().max()
+        return request.param, model, prompt, other, plain, reach
 
 
 def mix(comfy, model, style, blocks="style", block_weights="", weight=1.0, start=0.0, end=1.0):
@@ -38,20 +41,20 @@ def mix(comfy, model, style, blocks="style", block_weights="", weight=1.0, start
 
 @pytest.mark.parametrize("preset", ["style", "composition", "coarse", "fine"])
 def test_the_prompt_itself_as_style_changes_nothing_and_another_prompt_does(comfy, dit, preset):
-    family, model, prompt, other, plain = dit
+    family, model, prompt, other, plain, reach = dit
     with torch.inference_mode():
         assert torch.equal(sample(mix(comfy, model, prompt, preset), prompt), plain), family
         changed = sample(mix(comfy, model, other, preset), prompt)
-    assert (changed - plain).abs().max() > 1e-5, family
+    assert (changed - plain).abs().max() > 0.05 * reach > 0, family
 
 
 def test_block_names_weights_and_window(comfy, dit):
-    family, model, prompt, other, plain = dit
+    family, model, prompt, other, plain, reach = dit
     names = {"flux": ["double_0", "double_1", "single_0", "single_1"], "sd3": ["joint_0", "joint_1"]}[family]
     with torch.inference_mode():
         for name in names:
             alone = sample(mix(comfy, model, other, "custom", name), prompt)
-            assert (alone - plain).abs().max() > 1e-5, (family, name)
+            assert (alone - plain).abs().max() > 0.05 * reach > 0, (family, name)
         assert torch.equal(sample(mix(comfy, model, other, "custom", f"{names[-1]}:0"), prompt), plain)
         assert torch.equal(sample(mix(comfy, model, other, "custom", "all", start=1.0, end=1.0), prompt), plain)
         with pytest.raises(ValueError, match=rf"block_weights: 'input_4' is not a block of this model; expected one "
@@ -64,7 +67,7 @@ def test_block_names_weights_and_window(comfy, dit):
 
 
 def test_a_conditioning_of_another_width_is_refused(comfy, dit):
-    family, model, prompt, other, plain = dit
+    family, model, *_ = dit
     narrow = conditioning(8, 8, 5, 3)
     with pytest.raises(ValueError, match=r"style holds 8-wide tokens but the model reads \d+-wide ones; expected"):
         mix(comfy, model, narrow)
