@@ -18,6 +18,9 @@ def _patcher(config, seed: int):
     config.set_inference_dtype(torch.float32, None)
     base = config.get_model({})
     _initialise(base, seed)
+    position = getattr(base.diffusion_model, "pos_embed", None)
+    if position is not None:  # SD3's position table is a buffer made with torch.empty: whatever memory held before
+        position.copy_(torch.randn(position.shape, generator=torch.Generator().manual_seed(seed)) * 0.02)
     return comfy.model_patcher.ModelPatcher(base, load_device=mm.get_torch_device(),
                                             offload_device=mm.unet_offload_device())
 
