@@ -187,19 +187,18 @@ class StyleAlign(io.ComfyNode):
                 io.Model.Input("model", tooltip="The UNet model to patch (a patched copy is returned)"),
                 io.Boolean.Input("normalise", default=True,
                                  tooltip="Give every picture's queries and keys the first picture's statistics "
-                                         "(AdaIN) before they meet: a much stronger pull towards its style"),
+                                         "(AdaIN) before they meet, as StyleAligned does"),
                 *_window_inputs(),
                 io.Float.Input("strength", default=1.0, min=0.1, max=100.0, step=0.1,
                                tooltip="How much the first picture's tokens count against each picture's own (1: "
-                                       "as in StyleAligned, equally; higher pulls harder towards its style and, "
-                                       "far up, its layout)"),
+                                       "as in StyleAligned, equally; higher pulls harder towards it)"),
             ],
             outputs=[io.Model.Output(display_name="model",
                                      tooltip="The model with shared attention; sample a batch of 2 or more")],
         )
 
     @classmethod
-    def execute(cls, model, normalise, start_percent, end_percent, strength=1.0) -> io.NodeOutput:
+    def execute(cls, model, normalise, start_percent, end_percent, strength) -> io.NodeOutput:
         known = attention_blocks(model.get_model_object("diffusion_model"))
         window = sigma_window(model, start_percent, end_percent)
         patched = model.clone()

@@ -7,6 +7,7 @@ import torch
 
 from latent_space_control.core import style
 from latent_space_control.reference import oracle
+from test_interpolate_nodes import capture, expected_latent, latent
 
 RED_CIRCLE = "a large red circle in the middle, white background"
 BLUE_SQUARE = "a large blue square in the middle, white background"
@@ -19,20 +20,6 @@ def loader():
 
 def text(prompt, clip=("loader", 1)):
     return {"class_type": "CLIPTextEncode", "inputs": {"clip": list(clip), "text": prompt}}
-
-
-def capture(source, label, slot=0):
-    return {"class_type": "LSCTest_Capture", "inputs": {"value": [source, slot], "label": label}}
-
-
-def latent(seed, batch=1, channels=4, length=0, height=8, width=8):
-    return {"class_type": "LSCTest_Latent", "inputs": {"seed": seed, "batch": batch, "channels": channels,
-                                                       "length": length, "height": height, "width": width}}
-
-
-def expected_latent(seed, batch=1, channels=4, length=0, height=8, width=8):
-    shape = (batch, channels, *([length] if length else []), height, width)
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
 def style_mix(structure="a", style_source="b", cutoff=0.5, window=0.0):
@@ -270,7 +257,7 @@ def test_block_patches_refuse_a_model_that_is_neither_unet_nor_dit(comfy):
                                              r"family\), Flux or SD3 model"):
             comfy.node_class("LSC_StyleMixBlocks").execute(model, style_conditioning, "style", 1.0, "", 0.0, 1.0)
         with pytest.raises(ValueError, match=r"model is a ModuleList; expected a UNet model \(SD1.5, SDXL"):
-            comfy.node_class("LSC_StyleAlign").execute(model, True, 0.0, 1.0)
+            comfy.node_class("LSC_StyleAlign").execute(model, True, 0.0, 1.0, 1.0)
 
 
 # SD1.5's and SDXL's block layouts (depths and levels as in ComfyUI's detected configs), at toy widths, as whole
