@@ -103,12 +103,13 @@ def channel_statistics(x: torch.Tensor, per_frame: bool = False,
     return mean, variance.sqrt()
 
 
-def _style_statistics(style: torch.Tensor, content: torch.Tensor, per_frame: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _style_statistics(style: torch.Tensor, content: torch.Tensor, per_frame: bool,
+                      names: tuple[str, str]) -> tuple[torch.Tensor, torch.Tensor]:
     """The style's statistics shaped to broadcast over the content: per frame only where both are 5-D."""
     frames = per_frame and content.ndim == 5 and style.ndim == 5
     if frames and style.shape[2] not in (1, content.shape[2]):
-        raise ValueError(f"latent_b has {style.shape[2]} frames and latent_a {content.shape[2]}; per frame needs "
-                         "the same number of frames, or one in latent_b")
+        raise ValueError(f"{names[1]} has {style.shape[2]} frames and {names[0]} {content.shape[2]}; per frame needs "
+                         f"the same number of frames, or one in {names[1]}")
     mean, std = channel_statistics(style, frames)
     shape = (*mean.shape[:2], *([1] * (content.ndim - 2)))
     if frames:
@@ -128,7 +129,7 @@ def adain(content: torch.Tensor, style: torch.Tensor, strength: float = 1.0, mas
     _require_pair(content, style, names[:2], same_size=False)
     weights = None if mask is None else mask_for_latent(mask, content, names[2])
     mean, std = channel_statistics(content, per_frame, weights)
-    style_mean, style_std = _style_statistics(style, content, per_frame)
+    style_mean, style_std = _style_statistics(style, content, per_frame, names[:2])
     normalised = (content - mean) / (std + EPSILON) * style_std + style_mean
     return torch.lerp(content, normalised, strength if weights is None else strength * weights)
 
