@@ -1,7 +1,8 @@
 """How faithfully the controls work through ComfyUI's own executor, samplers and patch points, on the reference
 family loaded by the pack's Reference Model Loader, judged by the pixel oracle and compared with the engine.
 
-COMFYUI_PATH=/path/to/ComfyUI python benchmarks/comfy_fidelity.py [--json] [--only tour|text_to_image|directions|style]
+COMFYUI_PATH=/path/to/ComfyUI python benchmarks/comfy_fidelity.py [--json]
+    [--only tour|text_to_image|directions|style|optimize]
 
 Runs in the Python that runs that ComfyUI, with the engine's libraries (diffusers, open_clip) installed beside it.
 """
@@ -19,6 +20,7 @@ from typing import Callable
 import torch
 
 from _bootstrap import load_pack, report
+from _optimize_fidelity import EDIT, KEEP_WEIGHT, OPTIMISE_SEED, PICTURES, TARGET, THRESHOLD, VIEWS, edit_scenes
 from _style_fidelity import CUTOFFS, KEY_NAMES, STYLE_SEED, pair_seeds, prompt_pairs
 
 load_pack()
@@ -36,7 +38,7 @@ DIRECTION_STRENGTH = 1.0
 RANDOM_DIRECTION_FILE = "comfy_fidelity_random.safetensors"
 # Per caption: no direction, the prompt-made red→blue direction, a random direction of the same size.
 VARIANTS = ("plain", "text", "random")
-PARTS = ("tour", "text_to_image", "directions", "style")
+PARTS = ("tour", "text_to_image", "directions", "style", "optimize")
 # The first of _style_fidelity's pairs, each sampled as one batch from its seed (the first picture's noise is the
 # engine's for that pair): a batch costs less per picture than single pictures, and each variant has 16 pictures.
 STYLE_PAIRS, PAIR_BATCH = 4, 4
@@ -381,6 +383,74 @@ def style_figures(comfy) -> dict:
     return figures
 
 
+def optimize_prompt(comfy, scenes: list[world.Scene]) -> dict:
+    """The engine's "make it green" edit through the nodes: the pictures as files, LoadImage -> ImageBatch ->
+    VAEEncode -> Latent Optimize (its defaults) with Objective: CLIP Text + Keep Reference, and the constraint form
+    (Keep Reference subject to CLIP similarity at least the threshold) beside it."""
+    from PIL import Image
+
+    prompt = {"loader": {"class_type": "LSC_ReferenceModelLoader", "inputs": {}},
+              "open_clip": {"class_type": "LSC_OpenCLIPLoader", "inputs": {
+                  "architecture": models.CLIP_NAME, "weights": "reference (shipped with the pack)"}}}
+    for i, scene in enumerate(scenes):
+        name = f"lsc_optimize_{i}.png"
+        Image.fromarray((world.render(scene).movedim(0, -1) * 255).round().to(torch.uint8).numpy()).save(
+            comfy.input_dir / name)
+        prompt[f"load{i}"] = {"class_type": "LoadImage", "inputs": {"image": name}}
+        if i:
+            prompt[f"batch{i}"] = {"class_type": "ImageBatch", "inputs": {
+                "image1": [f"batch{i - 1}" if i > 1 else "load0", 0], "image2": [f"load{i}", 0]}}
+    last = [f"batch{len(scenes) - 1}" if len(scenes) > 1 else "load0", 0]
+    settings = {"steps": EDIT["steps"], "learning_rate": EDIT["learning_rate"], "optimiser": "adam",
+                "regulariser": "distance_to_start", "regulariser_weight": 0.0, "gradient_penalty": 0.0,
+                "decode_scale": 1.0, "early_stop": 0.0, "smoothing": EDIT["smoothing"]}
+    prompt.update({
+        "encode": {"class_type": "VAEEncode", "inputs": {"pixels": last, "vae": ["loader", 2]}},
+        "clip": {"class_type": "LSC_ObjectiveCLIPText", "inputs": {
+            "open_clip": ["open_clip", 0], "positive": TARGET, "negative": "", "views": VIEWS}},
+        "keep": {"class_type": "LSC_ObjectiveReference", "inputs": {"space": "image"}},
+        "weighted": {"class_type": "LSC_ObjectiveCombine", "inputs": {
+            "objective_a": ["clip", 0], "weight_a": 1.0, "objective_b": ["keep", 0], "weight_b": KEEP_WEIGHT}},
+        "condition": {"class_type": "LSC_ObjectiveConstraint", "inputs": {"objective": ["clip", 0],
+                                                                          "threshold": THRESHOLD}},
+        "constrained": {"class_type": "LSC_ObjectiveCombine", "inputs": {
+            "objective_a": ["keep", 0], "weight_a": 1.0, "objective_b": ["condition", 0], "weight_b": 1.0}},
+    })
+    for key, objective in (("edit", "weighted"), ("constraint", "constrained")):
+        prompt[f"optimise_{key}"] = {"class_type": "LSC_LatentOptimize", "inputs": {
+            "latent": ["encode", 0], "vae": ["loader", 2], "objective": [objective, 0], **settings}}
+        prompt[f"decode_{key}"] = {"class_type": "VAEDecode", "inputs": {"samples": [f"optimise_{key}", 0],
+                                                                         "vae": ["loader", 2]}}
+        prompt[f"capture_{key}"] = {"class_type": "LSCTest_Capture", "inputs": {"value": [f"decode_{key}", 0],
+                                                                                "label": key}}
+    prompt["decode_start"] = {"class_type": "VAEDecode", "inputs": {"samples": ["encode", 0], "vae": ["loader", 2]}}
+    prompt["capture_start"] = {"class_type": "LSCTest_Capture", "inputs": {"value": ["decode_start", 0],
+                                                                           "label": "start"}}
+    return prompt
+
+
+def optimize_figures(comfy) -> dict:
+    """The share of pictures the node turns green (and keeps), and how often the constraint form's report says its
+    constraint holds, read from the same pictures as benchmarks/fidelity.py's opt_* figures."""
+    start = time.perf_counter()
+    scenes = edit_scenes(PICTURES, OPTIMISE_SEED)
+    result = comfy.run(optimize_prompt(comfy, scenes))
+    if not result.ok:
+        raise RuntimeError(f"ComfyUI failed: {result.error}")
+    readings = {key: oracle.read_batch(result.captured[key].movedim(-1, 1)) for key in ("start", "edit", "constraint")}
+    kept = ("shape", "size", "position", "background")
+    report_text = "".join(result.outputs["optimise_constraint"]["text"])
+    held = int(report_text.split("constraints hold for ")[1].split(" of ")[0])
+    return {
+        "comfy_opt_clip_target_rate": sum(r["colour"] == TARGET for r in readings["edit"]) / len(scenes),
+        "comfy_opt_keep_rate": sum(all(a[k] == b[k] for k in kept)
+                                   for a, b in zip(readings["edit"], readings["start"])) / len(scenes),
+        "comfy_opt_constraint_success": held / len(scenes),
+        "comfy_opt_constraint_target_rate": sum(r["colour"] == TARGET for r in readings["constraint"]) / len(scenes),
+        "comfy_opt_seconds": time.perf_counter() - start,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print one JSON object of named figures")
@@ -392,7 +462,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         comfy = start_comfyui(Path(work))
         parts = {"tour": tour_figures, "text_to_image": text_to_image_figures, "directions": direction_figures,
-                 "style": style_figures}
+                 "style": style_figures, "optimize": optimize_figures}
         figures = {}
         for name in [args.only] if args.only else PARTS:
             figures.update(parts[name](comfy))

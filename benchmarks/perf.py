@@ -1,7 +1,9 @@
 """Speed of the engine against the plain PyTorch baseline, measured side by side in one run: slerp against
 `torch.lerp`; a text direction from every templated prompt in one batched encode against one encode per prompt; and,
 where COMFYUI_PATH names a ComfyUI, ComfyUI's KSampler on the reference model patched by Style Mix by Block and by
-Style Align Batch against the unpatched model (on the CPU, where the tests' harness runs ComfyUI).
+Style Align Batch against the unpatched model (on the CPU, where the tests' harness runs ComfyUI); a Latent
+Optimize step through the engine against the same step written by hand; and the peak memory of a Noise Optimize
+iteration with gradient checkpointing against without.
 
 [COMFYUI_PATH=/path/to/ComfyUI] python benchmarks/perf.py [--json]
 """
@@ -22,7 +24,9 @@ load_pack()
 from latent_space_control.core.adapters import open_clip_text_encoder  # noqa: E402
 from latent_space_control.core.directions import TEMPLATES, text_direction  # noqa: E402
 from latent_space_control.core.interpolation import interpolate  # noqa: E402
-from latent_space_control.reference import models  # noqa: E402
+from latent_space_control.core import objectives  # noqa: E402
+from latent_space_control.core.optimize import optimise  # noqa: E402
+from latent_space_control.reference import models, world  # noqa: E402
 
 
 def timed(fn, device) -> float:
@@ -149,6 +153,110 @@ def style_perf_figures() -> dict:
             "style_align_seconds": align, "style_align_plain_seconds": align_plain}
 
 
+OPT_BATCH, OPT_STEPS = 16, 10
+
+
+def optimisation_perf_figures(device) -> dict:
+    """One LatentOptimize step (decode, CLIP text score, backward, Adam step) through the engine's ``optimise``
+    against the same step written by hand in plain PyTorch, on the reference family's VAE and CLIP; and the cost of
+    the default CLIP views (8) and smoothing on top."""
+    family = models.load()
+    family.vae.to(device)
+    family.clip.to(device)
+    scenes = world.scenes(OPT_BATCH, seed=1)
+    with torch.no_grad():
+        start = family.encode(world.render_batch(scenes).to(device))
+        text = family.encode_text(["green"]).embedding.to(device)
+    unit_text = torch.nn.functional.normalize(text[0].float(), dim=0)
+
+    def objective(view_count):
+        return objectives.combine([(objectives.clip_text(family.score_images, text, None, "clip", view_count), 1.0),
+                                   (objectives.reference_distance("reference", "image"), 1.0)])
+
+    plain_objective, default_objective = objective(1), objective(8)
+
+    def ours(**settings):
+        return lambda: optimise(start, settings.pop("objective", plain_objective), family.decode, OPT_STEPS, 0.1,
+                                **settings)
+
+    def by_hand():
+        with torch.no_grad():
+            reference = family.decode(start)
+        rms = start.pow(2).flatten(1).mean(dim=1).sqrt().reshape(-1, 1, 1, 1)
+        delta = torch.zeros_like(start, requires_grad=True)
+        adam = torch.optim.Adam([delta], lr=0.1)
+        for _ in range(OPT_STEPS):
+            picture = family.decode(start + delta * rms)
+            similarity = torch.nn.functional.normalize(family.score_images(picture).float(), dim=-1) @ unit_text
+            loss = (1 - similarity + (picture - reference).abs().flatten(1).mean(dim=1)).sum()
+            delta.grad, = torch.autograd.grad(loss, delta)  # the models' weights are not being trained
+            adam.step()
+
+    ours_seconds, hand_seconds = compare(ours(), by_hand, device, repeats=5)
+    defaults_seconds, _ = compare(ours(objective=default_objective, smoothing=4.0), by_hand, device, repeats=3)
+    return {"opt_iter_overhead": ours_seconds / hand_seconds, "opt_iter_seconds": ours_seconds / OPT_STEPS,
+            "opt_iter_by_hand_seconds": hand_seconds / OPT_STEPS,
+            "opt_defaults_iter_ratio": defaults_seconds / ours_seconds}
+
+
+CHECKPOINT_SIZE, CHECKPOINT_BATCH, CHECKPOINT_SAMPLER_STEPS, CHECKPOINT_ITERATIONS = 128, 4, 4, 3
+
+
+def checkpoint_run(checkpointing: bool) -> tuple[float, float]:
+    """MiB that Noise Optimize iterations (a 4-step Euler sampler through the reference UNet, the VAE's decoder,
+    CLIP, backward) add to the process's peak memory beyond a forward pass, in a fresh process (peak RSS on the CPU,
+    the CUDA allocator's peak on a GPU), and seconds per iteration."""
+    import subprocess
+
+    code = f"""
+import resource, sys, time, torch
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from _bootstrap import load_pack
+load_pack()
+from latent_space_control.core import objectives
+from latent_space_control.core.optimize import checkpointed, few_step_sampler, optimise
+from latent_space_control.core.sampling import karras_sigmas
+from latent_space_control.reference import models
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+family = models.load()
+for module in (family.unet, family.vae, family.clip):
+    module.to(device)
+side = {CHECKPOINT_SIZE} // models.DOWNSCALE
+with torch.no_grad():
+    context = family.encode_text(["a large circle in the middle, white background"]).hidden_states.to(device)
+    text = family.encode_text(["green"]).embedding.to(device)
+sigmas = karras_sigmas({CHECKPOINT_SAMPLER_STEPS}, *family.sigma_range()).to(device)
+denoise, decode = family.denoiser(context, 4.0), family.decode
+if {checkpointing}:
+    denoise, decode = checkpointed(denoise), checkpointed(decode)
+generate = few_step_sampler(denoise, sigmas, lambda n: n * sigmas[0], lambda x: x / family.scaling_factor)
+noise = torch.randn({CHECKPOINT_BATCH}, 4, side, side, generator=torch.Generator().manual_seed(0)).to(device)
+objective = objectives.clip_text(family.score_images, text, None, "clip")
+def peak():
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2 ** 20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+with torch.no_grad():
+    decode(generate(noise))
+before = peak()
+start = time.perf_counter()
+optimise(noise, objective, decode, {CHECKPOINT_ITERATIONS}, 0.1, regulariser_name="gaussian_shell",
+         regulariser_weight=1.0, generate=generate)
+print(peak() - before, (time.perf_counter() - start) / {CHECKPOINT_ITERATIONS})
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    memory, seconds = out.stdout.strip().splitlines()[-1].split()
+    return float(memory), float(seconds)
+
+
+def checkpoint_figures() -> dict:
+    (with_memory, with_seconds), (without_memory, without_seconds) = checkpoint_run(True), checkpoint_run(False)
+    return {"opt_checkpoint_mem_ratio": with_memory / without_memory, "opt_checkpoint_peak_mib": with_memory,
+            "opt_no_checkpoint_peak_mib": without_memory, "opt_checkpoint_time_ratio": with_seconds / without_seconds,
+            "opt_checkpoint_size": f"{CHECKPOINT_SIZE}x{CHECKPOINT_SIZE} pictures, batch {CHECKPOINT_BATCH}, "
+                                   f"{CHECKPOINT_SAMPLER_STEPS} sampler steps"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true", help="print one JSON object of named figures")
@@ -159,6 +267,8 @@ def main() -> None:
     figures.update(interpolation_figures(device))
     figures.update(direction_perf_figures(device))
     figures.update(style_perf_figures())
+    figures.update(optimisation_perf_figures(device))
+    figures.update(checkpoint_figures())
     report(figures, args.json)
 
 

@@ -214,3 +214,10 @@ class TravelNoise:
                              f"frame{'s' if frames > 1 else ''}; expected a batch of at least {len(self.seeds)} "
                              "(one frame per seed): raise the batch size of the sampler's latent")
         return noise_travel(self.seeds, samples.shape[1:], frames, self.easing, index, samples.dtype)
+
+
+def image_channels_first(image: torch.Tensor, name: str) -> torch.Tensor:
+    """A ComfyUI IMAGE [B, H, W, C] as RGB [B, 3, H, W] float32 (an alpha channel is dropped)."""
+    if image.ndim != 4 or image.shape[-1] not in (3, 4):
+        raise ValueError(f"{name} has shape {tuple(image.shape)}; expected an IMAGE [batch, height, width, 3]")
+    return image[..., :3].movedim(-1, 1).float()

@@ -11,7 +11,10 @@ PACK_NODES = ["LSC_LatentInterpolate", "LSC_LatentKeyframes", "LSC_NoiseTravel",
               "LSC_DirectionFromCLIP", "LSC_LatentDirectionFromCLIP", "LSC_DirectionFromLatents", "LSC_DirectionPCA", "LSC_ApplyDirection",
               "LSC_DirectionSweep", "LSC_DirectionCombine", "LSC_DirectionTransfer", "LSC_SaveDirection",
               "LSC_LoadDirection", "LSC_OpenCLIPLoader",
-              "LSC_StyleMix", "LSC_StyleMixBlocks", "LSC_LatentStyleMix", "LSC_StyleAlign"]  # every node of the pack
+              "LSC_StyleMix", "LSC_StyleMixBlocks", "LSC_LatentStyleMix", "LSC_StyleAlign",
+              "LSC_ObjectiveCLIPText", "LSC_ObjectiveCLIPImage", "LSC_ObjectiveDirection", "LSC_ObjectiveReference",
+              "LSC_ObjectiveColor", "LSC_ObjectiveCombine", "LSC_ObjectiveConstraint", "LSC_LatentOptimize",
+              "LSC_NoiseOptimize"]  # every node of the pack
 
 
 def latent(seed, batch=1, channels=4, length=0, height=8, width=8):

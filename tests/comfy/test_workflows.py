@@ -2,6 +2,7 @@
 family, where the oracle reads what the pictures show."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,9 @@ def test_workflows_are_shipped():
                                                  "lsc_reference_tour.json", "lsc_prompt_slider.json",
                                                  "lsc_latent_direction_edit.json", "lsc_direction_library.json",
                                                  "lsc_style_mix_timestep.json", "lsc_style_mix_blocks_sdxl.json",
-                                                 "lsc_latent_adain.json", "lsc_style_align_batch.json"}
+                                                 "lsc_latent_adain.json", "lsc_style_align_batch.json",
+                                                 "lsc_clip_guided_edit.json", "lsc_noise_optimize_turbo.json",
+                                                 "lsc_color_constraint.json"}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[path.stem for path in WORKFLOWS])
@@ -273,10 +276,90 @@ def _style_align_batch(workflow, prompt):
     return check
 
 
+def _clip_similarity(images, text, views=1):
+    """The reference CLIP's similarity [B] of ``images`` [B, H, W, 3] to ``text`` over ``views`` views: what
+    Objective: CLIP Text reads."""
+    from latent_space_control.core.objectives import view_embedding
+    from latent_space_control.reference import models
+
+    family = models.load()
+    with torch.inference_mode():
+        embedding = torch.nn.functional.normalize(family.encode_text([text]).embedding[0].float(), dim=0)
+        return view_embedding(family.score_images, images.movedim(-1, 1), views) @ embedding
+
+
+def _picture_edit(workflow, prompt):
+    """The encoded picture (the tour's red circle), the edited one, and the colour the CLIP text asks for."""
+    colour = prompt[str(next(n["id"] for n in workflow["nodes"] if n["type"] == "LSC_ObjectiveCLIPText"))]["inputs"]
+    assert colour["positive"] in world.COLOURS, colour
+    edited = _decoded(prompt, next(str(n["id"]) for n in workflow["nodes"] if n["type"] == "LSC_LatentOptimize"))
+    original = _decoded(prompt, next(str(n["id"]) for n in workflow["nodes"] if n["type"] == "VAEEncode"))
+    return original, edited, colour["positive"]
+
+
+def _clip_guided_edit(workflow, prompt):
+    """CLIP text "green" weighed against keeping the picture turns the red circle green and keeps its shape, size,
+    position and background."""
+    original, edited, colour = _picture_edit(workflow, prompt)
+
+    def check(captured):
+        _assert_reads(captured[original][0], SCENE_A, "the encoded picture")
+        _assert_reads(captured[edited][0], replace(SCENE_A, colour=colour), "the edited picture")
+    return check
+
+
+def _color_constraint(workflow, prompt):
+    """Keep the picture subject to CLIP similarity to "green" at least the threshold: the edited picture meets the
+    threshold, reads green, and keeps the red circle's shape, size, position and background."""
+    original, edited, colour = _picture_edit(workflow, prompt)
+    constraint = next(str(n["id"]) for n in workflow["nodes"] if n["type"] == "LSC_ObjectiveConstraint")
+    threshold = prompt[constraint]["inputs"]["threshold"]
+    views = prompt[prompt[constraint]["inputs"]["objective"][0]]["inputs"]["views"]
+
+    def check(captured):
+        _assert_reads(captured[original][0], SCENE_A, "the encoded picture")
+        similarity = float(_clip_similarity(captured[edited], colour, views)[0])
+        assert similarity >= threshold - 0.01, f"CLIP similarity to {colour!r} {similarity:.3f} < {threshold}"
+        _assert_reads(captured[edited][0], replace(SCENE_A, colour=colour), "the edited picture")
+    return check
+
+
+def _noise_optimize_turbo(workflow, prompt):
+    """The prompt leaves the colour open ("a large circle in the middle, white background"): SamplerCustomAdvanced
+    fed the optimised NOISE draws exactly what Noise Optimize scored, a green circle as asked, which CLIP finds far
+    greener than what the same seed's plain noise draws."""
+    scene = world.Scene("circle", "green", "large", "center", "white")
+    sample = next(str(n["id"]) for n in workflow["nodes"] if n["type"] == "SamplerCustomAdvanced")
+    optimise = prompt[sample]["inputs"]["noise"][0]
+    inputs = prompt[optimise]["inputs"]
+    assert prompt[inputs["objective"][0]]["inputs"]["positive"] == scene.colour
+    prompt[inputs["positive"][0]]["inputs"]["text"] = scene.prompt(("size", "position", "background"))
+    sigmas = prompt[prompt[sample]["inputs"]["sigmas"][0]]["inputs"]
+    assert (sigmas["scheduler"], sigmas["steps"]) == (inputs["scheduler"], inputs["sampler_steps"])
+    assert prompt[prompt[sample]["inputs"]["guider"][0]]["inputs"]["cfg"] == inputs["cfg"]
+    prompt["plain_noise"] = {"class_type": "RandomNoise", "inputs": {"noise_seed": inputs["seed"]}}
+    prompt["plain_sample"] = {"class_type": "SamplerCustomAdvanced",
+                              "inputs": {**prompt[sample]["inputs"], "noise": ["plain_noise", 0]}}
+    prompt["plain_decode"] = {"class_type": "VAEDecode",
+                              "inputs": {"samples": ["plain_sample", 0], "vae": inputs["vae"]}}
+    optimised, plain = _decoded(prompt, sample), _decoded(prompt, "plain_sample")
+    for key, source in (("sampled", [sample, 0]), ("scored", [optimise, 1])):
+        prompt[f"capture_{key}"] = {"class_type": "LSCTest_Capture", "inputs": {"value": source, "label": key}}
+
+    def check(captured):
+        assert (captured["sampled"]["samples"] - captured["scored"]["samples"]).abs().max() < 1e-3
+        _assert_reads(captured[optimised][0], scene, "the picture from the optimised noise")
+        before, after = (float(_clip_similarity(captured[key], scene.colour)[0]) for key in (plain, optimised))
+        assert after > before + 0.2, f"CLIP similarity to {scene.colour!r}: plain noise {before:.3f}, optimised {after:.3f}"
+    return check
+
+
 MEANINGS = {"lsc_style_mix_timestep": _style_mix_timestep, "lsc_style_mix_blocks_sdxl": _style_mix_blocks,
             "lsc_latent_adain": _latent_adain, "lsc_style_align_batch": _style_align_batch,
             "lsc_latent_direction_edit": _latent_direction_edit, "lsc_reference_tour": _tour, "lsc_morph_animation": _morph, "lsc_interpolate_images": _interpolate_images,
-            "lsc_prompt_slider": _prompt_slider, "lsc_direction_library": _direction_library}
+            "lsc_prompt_slider": _prompt_slider, "lsc_direction_library": _direction_library,
+            "lsc_clip_guided_edit": _clip_guided_edit, "lsc_color_constraint": _color_constraint,
+            "lsc_noise_optimize_turbo": _noise_optimize_turbo}
 
 
 def write_reference_pictures(comfy, prompt):

@@ -14,11 +14,15 @@ from latent_space_control.core.noise import seed_frames, seeded_noise
 from latent_space_control.core.adapters import sigmas_from_alphas_cumprod
 from latent_space_control.core.sampling import karras_sigmas, sample_euler
 from latent_space_control.core.style import crossfaded_denoiser, schedule_position
+from latent_space_control.core import objectives
+from latent_space_control.core.optimize import few_step_sampler, optimise
 from latent_space_control.demo import (conditioning_interpolate_panel, direction_panel, latent_interpolate_panel,
-                                       latent_keyframes_panel, noise_travel_panel, render_demo, style_panel)
+                                       latent_keyframes_panel, noise_travel_panel, optimize_panel, render_demo,
+                                       style_panel)
+from latent_space_control.demo.frames import reading_text
 from latent_space_control.demo.page import write_png
 from latent_space_control.demo.reference_panel import showcase_scenes
-from latent_space_control.reference import models, world
+from latent_space_control.reference import models, oracle, world
 
 READING = re.compile(r"(small|large) (\w+) (circle|square|triangle), (left|center|right), (white|black)"
                      r"|no shape, (white|black)")
@@ -94,7 +98,8 @@ def test_every_node_shown_has_a_panel_headed_by_its_display_name(demo):
     _, text = demo
     assert re.findall(r"<h2>([^<]+)</h2>", text) == [
         "Reference world", "Latent Interpolate (LSC)", "Latent Keyframes (LSC)", "Noise Travel (LSC)",
-        "Conditioning Interpolate (LSC)", "Direction Sweep (LSC)", "Style Mix by Timestep (LSC)"]
+        "Conditioning Interpolate (LSC)", "Direction Sweep (LSC)", "Style Mix by Timestep (LSC)",
+        "Latent Optimize (LSC)"]
 
 
 def test_reference_panel_shows_generated_pictures_with_oracle_readings(demo):
@@ -297,3 +302,88 @@ def test_style_mix_panel_switches_from_caption_a_to_b_and_counts_what_follows_a(
     assert figure(text, f"seeds (of {len(seeds)}) where A alone / B alone reads as its caption") == \
         f"{len(seeds)}, {len(seeds)}"
     assert "<svg" in text and text.count("<polyline") == len(style_panel.ATTRIBUTES)
+
+
+def shown_picture(frame) -> torch.Tensor:
+    """A frame's 96×96 PNG back as the 32×32 picture [3, H, W] in 0..1 it shows (each pixel was a 3×3 block)."""
+    return frame["pixels"][::3, ::3].permute(2, 0, 1).float() / 255
+
+
+def polylines(text) -> list[list[tuple[float, float]]]:
+    """Every curve of the panel's plots, in order: its points (x, y in SVG pixels, y downwards)."""
+    return [[tuple(map(float, point.split(","))) for point in points.split()]
+            for points in re.findall(r'<polyline points="([^"]+)"', text)]
+
+
+def test_latent_optimize_panel_shows_the_optimised_pictures_their_readings_and_curves(demo, family):
+    out, text = demo
+    text = panel(text, "LSC_LatentOptimize")
+    scenes = optimize_panel.EDITED
+    clip_name = "CLIP text 'green'"
+    # The edit recomputed from the engine: CLIP text "green" (8 views) + Keep Reference in picture space, weight 1,
+    # at Latent Optimize's defaults.
+    with torch.no_grad():
+        start = family.encode(world.render_batch(list(scenes)))
+        clip = objectives.clip_text(family.score_images, family.encode_text(["green"]).embedding, None, clip_name,
+                                    view_count=8)
+    keep = objectives.reference_distance("reference", "image")
+    edit = optimise(start, objectives.combine([(clip, 1.0), (keep, 1.0)]), family.decode, steps=40, learning_rate=0.2,
+                    smoothing=4.0)
+    with torch.no_grad():
+        before, after = to_bytes(family.decode(start)), to_bytes(family.decode(edit.variable))
+    rows = [frames(out, text, f"latent_optimize_{index}") for index in range(len(scenes))]
+    for index, (scene, row) in enumerate(zip(scenes, rows)):
+        assert [frame["label"] for frame in row] == [
+            "before (encoded)", f"after · CLIP {float(edit.readings[clip_name][index]):.2f}"]
+        assert pixel_gap(row[0]["pixels"], before[index]) <= 1 and pixel_gap(row[1]["pixels"], after[index]) <= 1
+        for frame in row:  # each reading is the oracle's on the picture shown above it
+            assert frame["reading"] == reading_text(oracle.read(shown_picture(frame)))
+        assert row[0]["reading"] == f"{scene.size} {scene.colour} {scene.shape}, {scene.position}, {scene.background}"
+    # What the text says, picture by picture: red and yellow turn green and keep the rest, the blue and magenta
+    # squares keep their colours.
+    assert [row[1]["reading"] for row in rows] == [
+        "large green circle, center, white", "large blue square, left, black", "large green circle, right, black",
+        "large magenta square, center, white"]
+    assert [row[1]["mark"] for row in rows] == [None, "not green", None, "not green"]
+    assert pixel_gap(rows[0][0]["pixels"], rows[0][1]["pixels"]) > 32
+    assert figure(text, "pictures the oracle reads green after the edit") == "2/4"
+    assert figure(text, "pictures read green with shape, size, position and background kept") == "2/4"
+    assert figure(text, "CLIP similarity to 'green' after the edit, per picture") == ", ".join(
+        f"{value:.2f}" for value in edit.readings[clip_name].tolist())
+    # Along the straight latent path from the magenta square to the green one CLIP is flat, then jumps.
+    ts = [index / 10 for index in range(11)]
+    with torch.no_grad():
+        ends = family.encode(world.render_batch(list(optimize_panel.PATH_ENDS)))
+        path = torch.cat([torch.lerp(ends[:1], ends[1:], t) for t in ts])
+        similarity = objectives.evaluate(clip, path, path, None, family.decode)[0][clip_name].tolist()
+    shown = figure(text, "CLIP similarity to 'green' along the magenta → green path at t "
+                         + ", ".join(f"{t:g}" for t in ts))
+    assert shown == ", ".join(f"{value:.2f}" for value in similarity)
+    assert max(abs(value) for value in similarity[:5]) < 0.05 and min(similarity[5:]) > 0.35
+    # Noise Optimize recomputed: the seed's noises through the 2-step Euler sampler (guidance 4), optimised 50
+    # iterations at learning rate 0.1 towards CLIP text "green" with the Gaussian-shell prior.
+    with torch.no_grad():
+        context = family.encode_text([optimize_panel.PROMPT]).hidden_states
+    sigmas = karras_sigmas(2, *family.sigma_range())
+    generate = few_step_sampler(family.denoiser(context, 4.0), sigmas, lambda noise: noise * sigmas[0],
+                                lambda x: x / family.scaling_factor)
+    noise = seeded_noise(optimize_panel.NOISE_SEED, (2, *models.LATENT_SHAPE))
+    found = optimise(noise, clip, family.decode, 50, 0.1, regulariser_name="gaussian_shell", regulariser_weight=1.0,
+                     generate=generate)
+    with torch.no_grad():
+        plain, optimised = to_bytes(family.decode(generate(noise))), to_bytes(family.decode(found.latent))
+    noise_rows = [frames(out, text, f"noise_optimize_{index}") for index in range(2)]
+    for index, row in enumerate(noise_rows):
+        assert pixel_gap(row[0]["pixels"], plain[index]) <= 1 and pixel_gap(row[1]["pixels"], optimised[index]) <= 1
+        assert row[1]["label"] == f"optimised · CLIP {float(found.readings[clip_name][index]):.2f}"
+        for frame in row:
+            assert frame["reading"] == reading_text(oracle.read(shown_picture(frame)))
+    assert [row[0]["reading"] for row in noise_rows] == ["large red circle, center, white"] * 2
+    assert [oracle.read(shown_picture(row[1]))["colour"] for row in noise_rows] == ["green"] * 2
+    assert figure(text, "Noise Optimize: pictures read green, plain seed / optimised") == "0/2, 2/2"
+    # The curves: CLIP and Keep Reference per edit step, CLIP along the path, CLIP and the total per noise
+    # iteration; both CLIP curves rise (SVG y grows downwards).
+    curves = polylines(text)
+    assert [len(curve) for curve in curves] == [40, 40, 11, 50, 50]
+    assert curves[0][-1][1] < curves[0][0][1] and curves[3][-1][1] < curves[3][0][1]
+    assert text.count(html.escape(clip_name)) >= 3

@@ -389,6 +389,95 @@ BAD_CASES += [
      "execution", "m", ["latent_a", "nan", "expected"]),
 ]
 
+# ---- optimisation nodes ------------------------------------------------------------------------------------------
+def colour_objective(color="#20c020"):
+    return n("LSC_ObjectiveColor", statistic="colour", color=color, value=0.5)
+
+
+def latent_optimize(lat="lat", steps=2, decode_scale=1.0, smoothing=4.0):
+    """Latent Optimize of node ``lat``'s latent on the tiny checkpoint's VAE, towards a colour (no CLIP)."""
+    return n("LSC_LatentOptimize", latent=[lat, 0], vae=["ckpt", 2], objective=["obj", 0], steps=steps,
+             learning_rate=0.1, optimiser="adam", regulariser="distance_to_start", regulariser_weight=0.0,
+             gradient_penalty=0.0, decode_scale=decode_scale, early_stop=0.0, smoothing=smoothing)
+
+
+def noise_optimize(lat="lat"):
+    """Noise Optimize on the tiny checkpoint, one euler step, towards a colour."""
+    return n("LSC_NoiseOptimize", model=["ckpt", 0], positive=["pos", 0], negative=["neg", 0], vae=["ckpt", 2],
+             objective=["obj", 0], latent=[lat, 0], seed=1, sampler_steps=1, scheduler="simple", cfg=1.0,
+             iterations=2, learning_rate=0.1, optimiser="adam", shell_weight=1.0, checkpointing=False)
+
+
+def clip_text_objective(positive="green", views=8):
+    return n("LSC_ObjectiveCLIPText", open_clip=["oc", 0], positive=positive, negative="red", views=views)
+
+
+def optimised_noise_sampler(sampled_batch: int) -> dict:
+    """Noise Optimize's NOISE (found for a batch of 1) fed to SamplerCustomAdvanced over a batch of ``sampled_batch``."""
+    return {"ckpt": tiny(), "pos": clip_text("a fox"), "neg": clip_text(""), "obj": colour_objective(),
+            "lat": empty(), "no": noise_optimize(), "other": empty(batch=sampled_batch),
+            "guider": n("CFGGuider", model=["ckpt", 0], positive=["pos", 0], negative=["neg", 0], cfg=1.0),
+            "sampler": n("KSamplerSelect", sampler_name="euler"),
+            "sigmas": n("BasicScheduler", model=["ckpt", 0], scheduler="simple", steps=1, denoise=1.0),
+            "sample": n("SamplerCustomAdvanced", noise=["no", 0], guider=["guider", 0], sampler=["sampler", 0],
+                        sigmas=["sigmas", 0], latent_image=["other", 0]),
+            "out": capture("sample", "bad")}
+
+
+BAD_CASES += [
+    ("ObjectiveCLIPText: positive of empty lines",
+     probed("t", oc=n("LSC_OpenCLIPLoader", architecture=REFERENCE_CLIP, weights=REFERENCE_WEIGHTS),
+            t=clip_text_objective(positive=" \n")),
+     "execution", "t", ["positive", "empty", "expected"]),
+    ("ObjectiveCLIPText: views = 0 (min 1)",
+     probed("t", oc=n("LSC_OpenCLIPLoader", architecture=REFERENCE_CLIP, weights=REFERENCE_WEIGHTS),
+            t=clip_text_objective(views=0)),
+     "any", "t", ["views", "min|expected"]),
+    ("ObjectiveReference: space latent with an image wired (EmptyImage)",
+     probed("r", img=n("EmptyImage", width=32, height=32, batch_size=1, color=0),
+            r=n("LSC_ObjectiveReference", space="latent", image=["img", 0])),
+     "execution", "r", ["image", "space", "expected"]),
+    ("ObjectiveReference: space image with a latent wired",
+     probed("r", lat=latent(1), r=n("LSC_ObjectiveReference", space="image", latent=["lat", 0])),
+     "execution", "r", ["latent", "space", "expected"]),
+    ("ObjectiveColor: color 'greenish'", probed("c", c=colour_objective("greenish")),
+     "execution", "c", ["color", "greenish", "expected"]),
+    ("ObjectiveColor: color '300, 0, 0' (above 255)", probed("c", c=colour_objective("300, 0, 0")),
+     "execution", "c", ["color", "300, 0, 0", "expected"]),
+    ("ObjectiveDirection: a conditioning direction (Direction from CLIP)",
+     probed("o", d=from_clip(), o=n("LSC_ObjectiveDirection", direction=["d", 0], amount=1.0)),
+     "execution", "o", ["direction", "no latent part", "expected"]),
+    ("ObjectiveConstraint: a constraint constrained again (no terms left)",
+     probed("c2", obj=colour_objective(), c1=n("LSC_ObjectiveConstraint", objective=["obj", 0], threshold=0.1),
+            c2=n("LSC_ObjectiveConstraint", objective=["c1", 0], threshold=0.1)),
+     "execution", "c2", ["objective", "no terms", "expected"]),
+    ("LatentOptimize: steps = 0", probed("lo", obj=colour_objective(), lat=empty(), lo=latent_optimize(steps=0)),
+     "any", "lo", ["steps", "min|expected"]),
+    ("LatentOptimize: decode_scale = 0.05 (min 0.125)",
+     probed("lo", obj=colour_objective(), lat=empty(), lo=latent_optimize(decode_scale=0.05)),
+     "any", "lo", ["decode_scale", "min|expected"]),
+    ("LatentOptimize: smoothing = -1 (min 0)",
+     probed("lo", obj=colour_objective(), lat=empty(), lo=latent_optimize(smoothing=-1.0)),
+     "any", "lo", ["smoothing", "min|expected"]),
+    ("LatentOptimize: a 16-channel latent (EmptySD3LatentImage) for the tiny 4-channel VAE",
+     probed("lo", obj=colour_objective(), lat=n("EmptySD3LatentImage", width=64, height=64, batch_size=1),
+            lo=latent_optimize()),
+     "execution", "lo", ["latent", r"\b16\b", "vae", "expected"]),
+    ("LatentOptimize: a video latent (LSCTest_Latent length 3)",
+     probed("lo", obj=colour_objective(), lat=latent(1, length=3), lo=latent_optimize()),
+     "execution", "lo", ["latent", "image latents", "expected"]),
+    ("LatentOptimize: NaN in the latent (FCheck_PoisonLatent)",
+     probed("lo", obj=colour_objective(), **poisoned_latents(1), lo=latent_optimize("nan")),
+     "execution", "lo", ["latent", "nan", "expected"]),
+    ("NoiseOptimize: a 16-channel latent (EmptySD3LatentImage) for the tiny 4-channel VAE",
+     probed("no", pos=clip_text("a fox"), neg=clip_text(""), obj=colour_objective(),
+            lat=n("EmptySD3LatentImage", width=64, height=64, batch_size=1), no=noise_optimize()),
+     "execution", "no", ["latent", r"\b16\b", "vae", "expected"]),
+    ("NoiseOptimize: its NOISE (batch 1) into SamplerCustomAdvanced over a batch of 2",
+     optimised_noise_sampler(2), "execution", "sample", ["noise", "latent", "expected"]),
+]
+
+
 def run_bad_inputs(server, record, directions: Path, open_clip: Path) -> list[dict]:
     """Runs every case on ``server`` (a comfy_http.Server), calls ``record(check, ok, detail)`` per case and returns
     one row per case for the summary. ``directions`` and ``open_clip`` are the server's models/latent_directions and
