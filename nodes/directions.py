@@ -6,13 +6,12 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..core import directions
-from ..core.adapters import open_clip_image_scorer
 from ..core.directions import Direction
 from ..core.latent_direction import clip_latent_direction
 from ..core.tokens import common_length, tile_tokens
 from .clip_encoding import encode_prompts
 from .common import CATEGORY, conditioning_with_direction, latent_with_direction, prompt_lines, repeated_latent
-from .gradients import differentiable_copy, differentiable_vae_decoder
+from .gradients import differentiable_clip_scorer, differentiable_vae_decoder
 from .model_folders import DIRECTIONS_FOLDER, direction_files, direction_path, new_direction_path
 from .open_clip import OPEN_CLIP
 from .progress import LoopProgress
@@ -168,11 +167,9 @@ class LatentDirectionFromCLIP(io.ComfyNode):
                              "height, width] (video latents are not supported here)")
         text = open_clip.text_encoder()(positive_prompts + negative_prompts).embedding.float()
         decode = differentiable_vae_decoder(vae)
-        device = open_clip.load()
-        with torch.inference_mode(False):  # the scorer's normalisation constants take part in the backward pass
-            scorer = open_clip_image_scorer(differentiable_copy(open_clip.model))
+        scorer = differentiable_clip_scorer(open_clip)
         progress = LoopProgress(steps, preview=lambda delta: decode(samples[:1].to(delta) + delta[None]))
-        offset = clip_latent_direction(decode, lambda image: scorer(image.to(device)),
+        offset = clip_latent_direction(decode, scorer,
                                        samples.to(vae.device, torch.float32), text[:len(positive_prompts)],
                                        text[len(positive_prompts):], steps, learning_rate, max_norm, progress,
                                        keep=keep)

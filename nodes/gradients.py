@@ -13,10 +13,13 @@ import comfy.model_management
 import comfy.sampler_helpers
 import comfy.samplers
 
+from ..core.adapters import open_clip_image_scorer
+
 _COPIES: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[object, torch.nn.Module]]" = weakref.WeakKeyDictionary()
 
 
-def differentiable_copy(module: torch.nn.Module, version: object = None, memo: dict | None = None) -> torch.nn.Module:
+def differentiable_copy(module: torch.nn.Module, version: object = None,
+                        memo: dict | None = None) -> torch.nn.Module:
     """A float32 copy of ``module`` in eval mode whose weights are ordinary, frozen tensors (gradients flow to the
     inputs, never into the weights); the shared model is left as it is. ``version`` names the state of its weights
     (a ModelPatcher's patches): a new version makes a new copy. ``memo`` maps objects the copy should share."""
@@ -27,6 +30,20 @@ def differentiable_copy(module: torch.nn.Module, version: object = None, memo: d
         private = copy.deepcopy(module, memo).float().eval().requires_grad_(False)
     _COPIES[module] = (version, private)
     return private
+
+
+def ordinary(tensor: torch.Tensor) -> torch.Tensor:
+    """A copy that is not an inference tensor, so it may take part in a backward pass."""
+    with torch.inference_mode(False):
+        return tensor.detach().clone()
+
+
+def differentiable_clip_scorer(open_clip):
+    """An LSC_OPEN_CLIP's image tower as ``RGB in 0..1 -> unit embedding`` with gradients, on its own device."""
+    device = open_clip.load()
+    with torch.inference_mode(False):  # the normalisation constants take part in the backward pass
+        score = open_clip_image_scorer(differentiable_copy(open_clip.model))
+    return lambda image: score(image.to(device))
 
 
 def differentiable_vae_decoder(vae):

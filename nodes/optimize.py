@@ -11,12 +11,12 @@ import comfy.sample
 import comfy.samplers
 
 from ..core import objectives
-from ..core.adapters import open_clip_image_scorer
 from ..core.directions import Direction
 from ..core.optimize import OPTIMISERS, REGULARISERS, checkpointed, few_step_sampler, optimise, scaled_decoder
 from .common import CATEGORY, image_channels_first, new_latent, prompt_lines
 from .directions import DIRECTION
-from .gradients import differentiable_copy, differentiable_denoiser, differentiable_vae_decoder
+from .gradients import (differentiable_clip_scorer, differentiable_denoiser, differentiable_vae_decoder,
+                        ordinary)
 from .open_clip import OPEN_CLIP
 from .plot import curves_image
 from .progress import LoopProgress
@@ -28,20 +28,6 @@ READINGS_TIP = ("The objective's terms read: CLIP similarity (−1..1, higher is
                 "absolute pixel change in 0..1, or latent squared change relative to the latent's own size), "
                 "colour statistics (distance in 0..1 RGB units), direction (how far along it, 1: the whole "
                 "direction)")
-
-
-def ordinary(tensor: torch.Tensor) -> torch.Tensor:
-    """A copy that is not an inference tensor, so it may take part in a backward pass (comfyui-contract.md §3.5)."""
-    with torch.inference_mode(False):
-        return tensor.detach().clone()
-
-
-def _clip_scorer(open_clip):
-    """The CLIP's image tower as a differentiable ``RGB -> unit embedding`` on its own device."""
-    device = open_clip.load()
-    with torch.inference_mode(False):  # the normalisation constants take part in the backward pass
-        score = open_clip_image_scorer(differentiable_copy(open_clip.model))
-    return lambda image: score(image.to(device))
 
 
 def _views_input():
@@ -90,7 +76,7 @@ class ObjectiveCLIPText(io.ComfyNode):
         negative_embedding = ordinary(encode(negative_lines).embedding.float()) if negative_lines else None
         name = f"CLIP text '{' / '.join(positive_lines)[:40]}'" + (
             f" not '{' / '.join(negative_lines)[:30]}'" if negative_lines else "")
-        score = _clip_scorer(open_clip)
+        score = differentiable_clip_scorer(open_clip)
         return _objective_output(lambda: objectives.clip_text(score, positive_embedding, negative_embedding, name,
                                                               views))
 
@@ -114,7 +100,7 @@ class ObjectiveCLIPImage(io.ComfyNode):
 
     @classmethod
     def execute(cls, open_clip, image, views) -> io.NodeOutput:
-        score = _clip_scorer(open_clip)
+        score = differentiable_clip_scorer(open_clip)
         pictures = ordinary(image_channels_first(image, "image"))
         name = f"CLIP image ({pictures.shape[0]} picture{'s' if pictures.shape[0] > 1 else ''})"
         return _objective_output(lambda: objectives.clip_image(score, pictures, name, views))
