@@ -2,7 +2,7 @@
 family loaded by the pack's Reference Model Loader, judged by the pixel oracle and compared with the engine.
 
 COMFYUI_PATH=/path/to/ComfyUI python benchmarks/comfy_fidelity.py [--json]
-    [--only tour|text_to_image|directions|style|optimize]
+    [--only tour|text_to_image|directions|style|optimize|steer]
 
 Runs in the Python that runs that ComfyUI, with the engine's libraries (diffusers, open_clip) installed beside it.
 """
@@ -21,6 +21,8 @@ import torch
 
 from _bootstrap import load_pack, report
 from _optimize_fidelity import EDIT, KEEP_WEIGHT, OPTIMISE_SEED, PICTURES, TARGET, THRESHOLD, VIEWS, edit_scenes
+from _steer_fidelity import (CLIP_LAYERS, CLIP_NEGATIVE, CLIP_PICTURES, CLIP_POSITIONS, CLIP_POSITIVE,
+                             CLIP_STRENGTH, KEPT, STEER_SEED, clip_scenes)
 from _style_fidelity import CUTOFFS, KEY_NAMES, STYLE_SEED, pair_seeds, prompt_pairs
 
 load_pack()
@@ -38,7 +40,7 @@ DIRECTION_STRENGTH = 1.0
 RANDOM_DIRECTION_FILE = "comfy_fidelity_random.safetensors"
 # Per caption: no direction, the prompt-made red→blue direction, a random direction of the same size.
 VARIANTS = ("plain", "text", "random")
-PARTS = ("tour", "text_to_image", "directions", "style", "optimize")
+PARTS = ("tour", "text_to_image", "directions", "style", "optimize", "steer")
 # The first of _style_fidelity's pairs, each sampled as one batch from its seed (the first picture's noise is the
 # engine's for that pair): a batch costs less per picture than single pictures, and each variant has 16 pictures.
 STYLE_PAIRS, PAIR_BATCH = 4, 4
@@ -451,6 +453,55 @@ def optimize_figures(comfy) -> dict:
     }
 
 
+def steer_prompt(captions: list[str], seeds: list[int]) -> dict:
+    """One API prompt: Steer Vector from Prompts (red vs blue) -> Text Steer on the reference CLIP; per caption
+    core CLIPTextEncode from the steered CLIP and from the plain one, each through KSampler, captured as
+    "steered<i>" / "plain<i>"."""
+    prompt = {**shared_nodes(),
+              "vector": {"class_type": "LSC_SteerVectorFromPrompts", "inputs": {
+                  "clip": ["loader", 1], "positive": CLIP_POSITIVE, "negative": CLIP_NEGATIVE,
+                  "templates": "built-in", "custom_templates": "a {} thing", "encoder": "auto",
+                  "layers": CLIP_LAYERS, "method": "mean_difference"}},
+              "steer": {"class_type": "LSC_TextSteer", "inputs": {
+                  "clip": ["loader", 1], "direction": ["vector", 0], "strength": CLIP_STRENGTH,
+                  "layers": "", "token_positions": CLIP_POSITIONS}}}
+    for i, (caption, seed) in enumerate(zip(captions, seeds)):
+        for variant, clip in (("steered", ["steer", 0]), ("plain", ["loader", 1])):
+            prompt[f"{variant}_text{i}"] = {"class_type": "CLIPTextEncode", "inputs": {"clip": clip, "text": caption}}
+            prompt.update(sampled_branch(f"{variant}{i}", [f"{variant}_text{i}", 0], seed))
+    return prompt
+
+
+def steer_figures(comfy) -> dict:
+    """The text-encoder steer as a user wires it: Steer Vector from Prompts and Text Steer with the engine figure's
+    settings, the steered CLIP feeding core CLIPTextEncode and KSampler. The engine figure's captions (every colour
+    but red), each with its own seed: does the oracle read red, with shape, size, position and background as the
+    caption says?"""
+    start = time.perf_counter()
+    scenes = clip_scenes(CLIP_PICTURES, STEER_SEED + 2)
+    captions = [scene.caption() for scene in scenes]
+    seeds = [STEER_SEED + i for i in range(len(scenes))]
+    readings = {"steered": [], "plain": []}
+    per_prompt = PER_PROMPT // 2
+    for first in range(0, len(captions), per_prompt):
+        chunk = captions[first:first + per_prompt]
+        result = comfy.run(steer_prompt(chunk, seeds[first:first + per_prompt]))
+        if not result.ok:
+            raise RuntimeError(f"ComfyUI failed: {result.error}")
+        for variant in readings:
+            pictures = torch.cat([result.captured[f"{variant}{i}"] for i in range(len(chunk))]).movedim(-1, 1)
+            readings[variant] += oracle.read_batch(pictures)
+    count = len(scenes)
+    kept = [all(reading[name] == getattr(scene, name) for name in KEPT)
+            for reading, scene in zip(readings["steered"], scenes)]
+    return {
+        "comfy_steer_clip_color_shift": sum(r["colour"] == "red" for r in readings["steered"]) / count,
+        "comfy_steer_clip_color_shift_unsteered": sum(r["colour"] == "red" for r in readings["plain"]) / count,
+        "comfy_steer_clip_keep_rate": sum(kept) / count,
+        "comfy_steer_seconds": time.perf_counter() - start,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print one JSON object of named figures")
@@ -462,7 +513,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         comfy = start_comfyui(Path(work))
         parts = {"tour": tour_figures, "text_to_image": text_to_image_figures, "directions": direction_figures,
-                 "style": style_figures, "optimize": optimize_figures}
+                 "style": style_figures, "optimize": optimize_figures, "steer": steer_figures}
         figures = {}
         for name in [args.only] if args.only else PARTS:
             figures.update(parts[name](comfy))

@@ -11,6 +11,7 @@ from _bootstrap import EVALUATION_SEED, load_pack, report
 from _direction_fidelity import text_direction_figures
 from _latent_direction_fidelity import latent_direction_figures
 from _optimize_fidelity import optimize_figures
+from _steer_fidelity import steer_figures
 from _style_fidelity import style_figures
 
 load_pack()
@@ -85,7 +86,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object of named figures")
     args = parser.parse_args()
     report({**interpolation_figures(), **reference_world_figures(), **reference_family_figures(),
-            **text_direction_figures(), **latent_direction_figures(), **style_figures(), **optimize_figures()},
+            **text_direction_figures(), **latent_direction_figures(), **style_figures(), **optimize_figures(),
+            **steer_figures()},
            args.json)
 
 

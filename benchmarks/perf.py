@@ -2,8 +2,9 @@
 `torch.lerp`; a text direction from every templated prompt in one batched encode against one encode per prompt; and,
 where COMFYUI_PATH names a ComfyUI, ComfyUI's KSampler on the reference model patched by Style Mix by Block and by
 Style Align Batch against the unpatched model (on the CPU, where the tests' harness runs ComfyUI); a Latent
-Optimize step through the engine against the same step written by hand; and the peak memory of a Noise Optimize
-iteration with gradient checkpointing against without.
+Optimize step through the engine against the same step written by hand; the peak memory of a Noise Optimize
+iteration with gradient checkpointing against without; a causal LM writing with a steering vector against without;
+and, with ComfyUI, CLIPTextEncode on a Text Steer clone against the plain CLIP.
 
 [COMFYUI_PATH=/path/to/ComfyUI] python benchmarks/perf.py [--json]
 """
@@ -26,6 +27,7 @@ from latent_space_control.core.directions import TEMPLATES, text_direction  # no
 from latent_space_control.core.interpolation import interpolate  # noqa: E402
 from latent_space_control.core import objectives  # noqa: E402
 from latent_space_control.core.optimize import optimise  # noqa: E402
+from latent_space_control.core import steering  # noqa: E402
 from latent_space_control.reference import models, world  # noqa: E402
 
 
@@ -257,6 +259,88 @@ def checkpoint_figures() -> dict:
                                    f"{CHECKPOINT_SAMPLER_STEPS} sampler steps"}
 
 
+STEER_NEW_TOKENS, STEER_REPEATS = 48, 5
+
+
+def steer_generation_figures(device) -> dict:
+    """Tokens per second of greedy generation with a steering vector on a third of the blocks against none, same
+    settings and length (every token generated: no early stop), on a GPT-2-small-sized model (12 blocks, 768 wide;
+    random weights, built from a config) and on the reference LM. Ratio > 1 would mean steering is faster."""
+    import transformers
+
+    small = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=12, n_embd=768, n_head=12)).eval().to(device)
+    figures = {}
+    for label, model in (("", small), ("_reference", models.load().lm.to(device))):
+        _, blocks = steering.transformer_blocks(model)
+        width = steering.block_output(blocks[0](torch.zeros(1, 1, model.config.n_embd, device=device))).shape[-1]
+        vectors = {len(blocks) // 3: torch.randn(width, generator=torch.Generator().manual_seed(0)).to(device)}
+        ids = torch.tensor([[1, 5, 7, 9]], device=device)
+        new_tokens = min(STEER_NEW_TOKENS, model.config.n_positions - ids.shape[1])  # the reference LM holds 32
+
+        def write():
+            with torch.inference_mode():
+                model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, use_cache=True,
+                               max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=0)
+
+        def steered():
+            with steering.steering(blocks, vectors, 2.0):
+                write()
+
+        steered_seconds, plain_seconds = compare(steered, write, device, repeats=STEER_REPEATS)
+        figures[f"steer_lm_tokens_ratio{label}"] = plain_seconds / steered_seconds  # tokens/s steered ÷ unsteered
+        figures[f"steer_lm_tokens_per_second{label}"] = new_tokens / steered_seconds
+        figures[f"steer_lm_tokens_per_second_unsteered{label}"] = new_tokens / plain_seconds
+    return figures
+
+
+STEER_ENCODE_REPEATS = 7
+
+
+def steer_encode_figures() -> dict:
+    """CLIPTextEncode through a Text Steer clone (a red-vs-blue vector at the middle block, every position) against
+    the plain CLIP, on ComfyUI's own SD1 text encoder at CLIP-L size (12 blocks, 768 wide; random weights) and on
+    the reference CLIP. Each CLIP encodes a run of six prompts in turn, so the steered block is swapped in and out
+    once per six prompts, as when a workflow encodes a positive through the steered CLIP and a negative through the
+    plain one."""
+    if not os.environ.get("COMFYUI_PATH"):
+        print("perf.py: COMFYUI_PATH is not set; steer_encode_overhead needs ComfyUI and is left out", file=sys.stderr)
+        return {}
+    from comfy_fidelity import start_comfyui
+
+    with tempfile.TemporaryDirectory() as work:
+        comfy = start_comfyui(Path(work))
+        from tiny_clips import _clip  # on the path once the harness started ComfyUI
+        import comfy.sd1_clip
+        from latent_space_control.nodes.reference import load_reference_family
+        from latent_space_control.reference.models import WEIGHTS
+
+        with torch.inference_mode():
+            clip_l = _clip(comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel, {}, seed=5)
+            reference = load_reference_family(WEIGHTS)[1]
+        vector_node, steer_node = comfy.node_class("LSC_SteerVectorFromPrompts"), comfy.node_class("LSC_TextSteer")
+        encode_node = comfy.node_class("CLIPTextEncode")()
+        prompts = [f"a {size} {colour} circle" for size in ("small", "large") for colour in ("green", "cyan", "yellow")]
+        figures = {}
+        for label, clip in (("", clip_l), ("_reference", reference)):
+            with torch.inference_mode():
+                direction = vector_node.execute(clip, "red", "blue", "none", "", "auto", "auto",
+                                                "mean_difference").result[0]
+                steered_clip = steer_node.execute(clip, direction, 1.0, "", "all").result[0]
+
+            def encode(which):
+                def run():
+                    with torch.inference_mode():
+                        for prompt in prompts:
+                            encode_node.encode(which, prompt)
+                return run
+
+            steered, plain = compare(encode(steered_clip), encode(clip), torch.device("cpu"), STEER_ENCODE_REPEATS)
+            figures[f"steer_encode_overhead{label}"] = steered / plain
+            figures[f"steer_encode_seconds{label}"] = steered / len(prompts)
+            figures[f"steer_encode_plain_seconds{label}"] = plain / len(prompts)
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true", help="print one JSON object of named figures")
@@ -269,6 +353,8 @@ def main() -> None:
     figures.update(style_perf_figures())
     figures.update(optimisation_perf_figures(device))
     figures.update(checkpoint_figures())
+    figures.update(steer_generation_figures(device))
+    figures.update(steer_encode_figures())
     report(figures, args.json)
 
 

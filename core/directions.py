@@ -1,7 +1,7 @@
 """Semantic directions: vectors that change one attribute when added to a latent, a conditioning or a hidden state.
 
 A ``Direction`` is one value for all of them: a tensor per space (``conditioning``: a token sequence [tokens, width];
-``pooled``: [width]; ``latent``: [channels, *spatial]; ``hidden``: [width]) plus where it belongs (model family,
+``pooled``: [width]; ``latent``: [channels, *spatial]; ``hidden``: [width], or [blocks, width] with one vector per block) plus where it belongs (model family,
 encoder, layer) and how it was made. Directions come from prompts (the mean text encoding of the positive prompts minus
 that of the negative ones), from batches (mean difference, principal components) or from another encoder's space
 (orthogonal Procrustes on anchor prompts), and are applied with a strength: ``x + strength * direction``.
@@ -68,7 +68,7 @@ class Direction:
     vectors: dict[str, torch.Tensor]
     family: str = ""  # model family: sd1, sdxl, sd3, flux, reference, ...
     encoder: str = ""  # clip_l, clip_l+clip_g, t5xxl, open_clip, ...
-    layer: str = ""  # the hidden layer a steering vector belongs to
+    layer: str = ""  # hidden: the blocks a steering vector belongs to, 0-based, comma-separated ("2" or "1,2,3")
     content_tokens: int = 0  # conditioning: leading tokens the source prompts occupy (start to end token); 0: unknown
     provenance: dict[str, str] = field(default_factory=dict)  # how it was made: method, prompts, templates, ...
 
@@ -78,10 +78,11 @@ class Direction:
         for space, vector in self.vectors.items():
             if space not in SPACES:
                 raise ValueError(f"direction space is '{space}'; expected one of {', '.join(SPACES)}")
-            expected_ndim = {"conditioning": (2,), "pooled": (1,), "hidden": (1,)}.get(space)
+            expected_ndim = {"conditioning": (2,), "pooled": (1,), "hidden": (1, 2)}.get(space)
             if expected_ndim is not None and vector.ndim not in expected_ndim:
-                raise ValueError(f"a {space} direction has shape {tuple(vector.shape)}; expected "
-                                 f"{'[tokens, width]' if space == 'conditioning' else '[width]'}")
+                expected = {"conditioning": "[tokens, width]", "pooled": "[width]",
+                            "hidden": "[width] or [blocks, width]"}[space]
+                raise ValueError(f"a {space} direction has shape {tuple(vector.shape)}; expected {expected}")
             if space == "latent" and vector.ndim < 2:
                 raise ValueError(f"a latent direction has shape {tuple(vector.shape)}; expected [channels, *spatial]")
 

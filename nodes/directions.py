@@ -31,6 +31,25 @@ AUTO_SCALE_TIP = ("On: strength 1 moves each token by the conditioning's own typ
                   "the negative prompts to the positive ones)")
 
 
+def template_inputs(what: str) -> list:
+    """The templates choice and the custom templates, for nodes that read prompts in context."""
+    return [io.Combo.Input("templates", options=list(TEMPLATE_CHOICES), default="built-in",
+                           tooltip=f"built-in: each prompt inside a set of sentence shapes (e.g. 'a {{}} picture'), "
+                                   f"so the {what} captures the word in context; none: the prompts as written; "
+                                   "custom: your templates below"),
+            io.String.Input("custom_templates", multiline=True, default="a photo of a {} thing\na {} painting",
+                            tooltip="Used when templates is custom: one template per line, {} marks where each "
+                                    "prompt goes")]
+
+
+def chosen_templates(templates: str, custom_templates: str) -> tuple[str, ...] | list[str] | None:
+    """The templates a node's choice names: the built-in ones, none, or the custom lines (which must exist)."""
+    chosen = {"built-in": directions.TEMPLATES, "none": None, "custom": prompt_lines(custom_templates)}[templates]
+    if templates == "custom" and not chosen:
+        raise ValueError("custom_templates is empty; expected one template per line with {} where the prompt goes")
+    return chosen
+
+
 def _strength_input(name="strength", default=1.0, tooltip="How far to move along the direction; negative moves the "
                                                           "other way"):
     return io.Float.Input(name, default=default, min=-100.0, max=100.0, step=0.05, tooltip=tooltip)
@@ -71,13 +90,7 @@ class DirectionFromCLIP(io.ComfyNode):
                                 tooltip="What to move towards: one prompt or word per line (averaged)"),
                 io.String.Input("negative", multiline=True, default="red",
                                 tooltip="What to move away from: one prompt or word per line (averaged)"),
-                io.Combo.Input("templates", options=list(TEMPLATE_CHOICES), default="built-in",
-                               tooltip="built-in: each prompt inside a set of sentence shapes (e.g. 'a {} picture'), "
-                                       "so the direction captures the word in context; none: the prompts as "
-                                       "written; custom: your templates below"),
-                io.String.Input("custom_templates", multiline=True, default="a photo of a {} thing\na {} painting",
-                                tooltip="Used when templates is custom: one template per line, {} marks where each "
-                                        "prompt goes"),
+                *template_inputs("direction"),
                 io.Combo.Input("space", options=list(SPACE_CHOICES), default="both", tooltip=SPACE_TIP),
                 io.Combo.Input("normalise", options=["none", "unit"], default="none",
                                tooltip="none: strength 1 is the full move from the negative to the positive prompts; "
@@ -91,10 +104,7 @@ class DirectionFromCLIP(io.ComfyNode):
     def execute(cls, clip, positive, negative, templates, custom_templates, space, normalise) -> io.NodeOutput:
         if clip is None:
             raise ValueError("clip is empty (the checkpoint loaded has no text encoder); expected a CLIP")
-        template_list = {"built-in": directions.TEMPLATES, "none": None,
-                         "custom": prompt_lines(custom_templates)}[templates]
-        if templates == "custom" and not template_list:
-            raise ValueError("custom_templates is empty; expected one template per line with {} where the prompt goes")
+        template_list = chosen_templates(templates, custom_templates)
         encoded = {}
 
         def encode(prompts):

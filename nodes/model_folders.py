@@ -89,7 +89,65 @@ def direction_path(name: str) -> Path:
 
 
 def new_direction_path(filename_prefix: str) -> Path:
-    """``<prefix>_<counter>.safetensors`` in the directions folder, the counter one past the highest there (as
+    return new_numbered_path(filename_prefix, ".safetensors")
+
+
+LLM_FOLDER = "LLM"  # Hugging Face language models, one folder each (config.json, weights, tokenizer)
+CONTROL_VECTOR_EXTENSION = ".gguf"  # llama.cpp control vectors, kept beside the direction files
+
+
+def register_llm_folder() -> None:
+    """models/LLM as a ComfyUI model folder (beside any paths a user gave it); calling it again changes nothing."""
+    register_folder(LLM_FOLDER, set())
+
+
+def folders_holding(folders: list[str], marker: str) -> list[str]:
+    """Sub-folders (any depth) that hold a file named ``marker``, as paths relative to their folder; read from disk
+    each time, like ``files_in``."""
+    names = set()
+    for folder in folders:
+        if os.path.isdir(folder):
+            for root, _, files in os.walk(folder, followlinks=True):
+                if marker in files and os.path.abspath(root) != os.path.abspath(folder):
+                    names.add(os.path.relpath(root, folder).replace(os.sep, "/"))
+    return sorted(names)
+
+
+def llm_folders() -> list[str]:
+    """The model folders (any depth) under models/LLM that hold a config.json."""
+    register_llm_folder()
+    return folders_holding(folder_paths.get_folder_paths(LLM_FOLDER), "config.json")
+
+
+def llm_folder(name: str) -> Path:
+    """The folder ``name`` (relative) in the first models/LLM path that has it; never a folder outside them."""
+    register_llm_folder()
+    for folder in folder_paths.get_folder_paths(LLM_FOLDER):
+        root = Path(folder).resolve()
+        path = (root / name).resolve()
+        if root in path.parents and path.is_dir():
+            return path
+    raise ValueError(f"model is '{name}', which is not a folder in models/{LLM_FOLDER}; expected one of the listed "
+                     "models (refresh the node list after adding a model folder)")
+
+
+def control_vector_files() -> list[str]:
+    """llama.cpp control vectors (.gguf) anywhere under the directions folder."""
+    register_folders()
+    return files_in(folder_paths.get_folder_paths(DIRECTIONS_FOLDER), [CONTROL_VECTOR_EXTENSION])
+
+
+def control_vector_path(name: str) -> Path:
+    register_folders()
+    found = file_in(folder_paths.get_folder_paths(DIRECTIONS_FOLDER), name)
+    if found is None or not name.lower().endswith(CONTROL_VECTOR_EXTENSION):
+        raise ValueError(f"file is '{name}', which is not a .gguf file in models/{DIRECTIONS_FOLDER}; expected one "
+                         "of the listed files (refresh the node list after adding files)")
+    return found
+
+
+def new_numbered_path(filename_prefix: str, extension: str) -> Path:
+    """``<prefix>_<counter><extension>`` in the directions folder, the counter one past the highest there (as
     ComfyUI's image savers number their files); a prefix may name a subfolder but not leave the folder."""
     register_folders()
     root = Path(_directions_root()).resolve()
@@ -99,6 +157,6 @@ def new_direction_path(filename_prefix: str) -> Path:
         raise ValueError(f"filename_prefix is '{filename_prefix}'; expected a file name inside models/"
                          f"{DIRECTIONS_FOLDER} (e.g. warm or styles/warm)")
     target.parent.mkdir(parents=True, exist_ok=True)
-    taken = [int(path.stem[len(target.name) + 1:]) for path in target.parent.glob(f"{target.name}_*.safetensors")
+    taken = [int(path.stem[len(target.name) + 1:]) for path in target.parent.glob(f"{target.name}_*{extension}")
              if path.stem[len(target.name) + 1:].isdigit()]
-    return target.parent / f"{target.name}_{max(taken, default=0) + 1:05d}.safetensors"
+    return target.parent / f"{target.name}_{max(taken, default=0) + 1:05d}{extension}"

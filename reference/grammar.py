@@ -1,8 +1,10 @@
 """The language of the reference LM: world descriptions told in a joyful or a gloomy mood, and an exact parser.
 
-sentence    := opener " a " mood_word " " size " " colour " " shape " " where [" " ending] "."
+sentence    := [opener " "] "a " mood_word " " size " " colour " " shape " " where [" " ending] "."
 One mood runs through a sentence (opener, mood word and ending agree), so steering from gloomy to joyful has a
-measurable target, and ``parse`` decides exactly whether a generated sentence belongs to the language.
+measurable target, and ``parse`` decides exactly whether a generated sentence belongs to the language. The LM is
+trained on sentences with openers; a sentence may also start at "a", so a prompt of "a" leaves the mood open for the
+LM to choose at a word that depends on context (its first token, after the start token, barely does).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def _alternatives(options) -> str:
 
 
 _SENTENCE = re.compile(
-    rf"(?P<opener>{_alternatives(o for m in MOODS.values() for o in m['openers'])}) a "
+    rf"(?:(?P<opener>{_alternatives(o for m in MOODS.values() for o in m['openers'])}) )?a "
     rf"(?P<word>{_alternatives(w for m in MOODS.values() for w in m['words'])}) "
     rf"(?P<size>{_alternatives(SIZES)}) (?P<colour>{_alternatives(COLOURS)}) (?P<shape>{_alternatives(SHAPES)}) "
     rf"(?P<where>{_alternatives(WHERE.values())})"
@@ -60,7 +62,9 @@ def parse(text: str) -> dict[str, str] | None:
     match = _SENTENCE.fullmatch(text.strip())
     if match is None:
         return None
-    moods = {_mood_of(match["opener"], "openers"), _mood_of(match["word"], "words")}
+    moods = {_mood_of(match["word"], "words")}
+    if match["opener"]:
+        moods.add(_mood_of(match["opener"], "openers"))
     if match["ending"]:
         moods.add(_mood_of(match["ending"], "endings"))
     if len(moods) != 1:

@@ -35,7 +35,8 @@ def test_workflows_are_shipped():
                                                  "lsc_style_mix_timestep.json", "lsc_style_mix_blocks_sdxl.json",
                                                  "lsc_latent_adain.json", "lsc_style_align_batch.json",
                                                  "lsc_clip_guided_edit.json", "lsc_noise_optimize_turbo.json",
-                                                 "lsc_color_constraint.json"}
+                                                 "lsc_color_constraint.json", "lsc_text_encoder_steer.json",
+                                                 "lsc_llm_prompt_writer.json"}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[path.stem for path in WORKFLOWS])
@@ -354,12 +355,57 @@ def _noise_optimize_turbo(workflow, prompt):
     return check
 
 
+def _text_encoder_steer(workflow, prompt):
+    """The prompt becomes a green circle's caption: through the red-vs-blue steered CLIP it is drawn red, with its
+    shape, size, position and background kept; through the plain CLIP, with the same seed, green as asked."""
+    scene = world.Scene("circle", "green", "large", "left", "white")
+    vector = next(str(n["id"]) for n in workflow["nodes"] if n["type"] == "LSC_SteerVectorFromPrompts")
+    assert (prompt[vector]["inputs"]["positive"], prompt[vector]["inputs"]["negative"]) == ("red", "blue")
+    prompt[_by_title(workflow, "Prompt")]["inputs"]["value"] = scene.caption()
+    steered = _decoded(prompt, _by_title(workflow, "KSampler (steered)"))
+    plain = _decoded(prompt, _by_title(workflow, "KSampler (plain, same seed)"))
+
+    def check(captured):
+        _assert_reads(captured[plain][0], scene, "the plain CLIP's picture")
+        _assert_reads(captured[steered][0], replace(scene, colour="red"), "the steered CLIP's picture")
+    return check
+
+
+def _llm_prompt_writer(workflow, prompt):
+    """The built-in reference LM, steered towards its joyful examples, writes a joyful sentence of its language;
+    each text, as the prompt, is drawn as it says (shape, colour, size, position)."""
+    from latent_space_control.reference import grammar
+
+    generate = next(str(n["id"]) for n in workflow["nodes"] if n["type"] == "LSC_TextSteerGenerate")
+    inputs = prompt[generate]["inputs"]
+    assert inputs["strength"] > 0 and all(grammar.parse(line)["mood"] == "joyful"
+                                          for line in inputs["positive_examples"].splitlines())
+    prompt["capture_texts"] = {"class_type": "LSCTest_Capture", "inputs": {"value": [generate, 0], "label": "text"}}
+    prompt["capture_unsteered"] = {"class_type": "LSCTest_Capture",
+                                   "inputs": {"value": [generate, 1], "label": "unsteered"}}
+    pictures = {"text": _decoded(prompt, _by_title(workflow, "KSampler (steered text)")),
+                "unsteered": _decoded(prompt, _by_title(workflow, "KSampler (unsteered text)"))}
+
+    def check(captured):
+        for label, key in pictures.items():
+            assert inputs["include_prompt"], "the texts are whole sentences, the prompt 'a' included"
+            sentence = grammar.parse(captured[label])
+            assert sentence is not None, f"the {label} text {captured[label]!r} is not in the LM's language"
+            reading = oracle.read_batch(captured[key][0][None].movedim(-1, 1))[0]
+            expected = {name: sentence[name] for name in ("shape", "colour", "size", "position")}
+            assert {name: reading[name] for name in expected} == expected, (captured[label], reading)
+            if label == "text":
+                assert sentence["mood"] == "joyful", captured[label]
+    return check
+
+
 MEANINGS = {"lsc_style_mix_timestep": _style_mix_timestep, "lsc_style_mix_blocks_sdxl": _style_mix_blocks,
             "lsc_latent_adain": _latent_adain, "lsc_style_align_batch": _style_align_batch,
             "lsc_latent_direction_edit": _latent_direction_edit, "lsc_reference_tour": _tour, "lsc_morph_animation": _morph, "lsc_interpolate_images": _interpolate_images,
             "lsc_prompt_slider": _prompt_slider, "lsc_direction_library": _direction_library,
             "lsc_clip_guided_edit": _clip_guided_edit, "lsc_color_constraint": _color_constraint,
-            "lsc_noise_optimize_turbo": _noise_optimize_turbo}
+            "lsc_noise_optimize_turbo": _noise_optimize_turbo, "lsc_text_encoder_steer": _text_encoder_steer,
+            "lsc_llm_prompt_writer": _llm_prompt_writer}
 
 
 def write_reference_pictures(comfy, prompt):

@@ -3,6 +3,7 @@ reading under each frame; the pictures are checked against the engine and the mo
 
 import html
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,13 +17,17 @@ from latent_space_control.core.sampling import karras_sigmas, sample_euler
 from latent_space_control.core.style import crossfaded_denoiser, schedule_position
 from latent_space_control.core import objectives
 from latent_space_control.core.optimize import few_step_sampler, optimise
+from latent_space_control.core.directions import TEMPLATES
+from latent_space_control.core.steering import (default_block, example_states, generate_text, hidden_states,
+                                                 pooled_states, position_mask, steering, steering_vector,
+                                                 transformer_blocks)
 from latent_space_control.demo import (conditioning_interpolate_panel, direction_panel, latent_interpolate_panel,
                                        latent_keyframes_panel, noise_travel_panel, optimize_panel, render_demo,
-                                       style_panel)
+                                       steer_panel, style_panel)
 from latent_space_control.demo.frames import reading_text
 from latent_space_control.demo.page import write_png
 from latent_space_control.demo.reference_panel import showcase_scenes
-from latent_space_control.reference import models, oracle, world
+from latent_space_control.reference import grammar, models, oracle, world
 
 READING = re.compile(r"(small|large) (\w+) (circle|square|triangle), (left|center|right), (white|black)"
                      r"|no shape, (white|black)")
@@ -99,7 +104,7 @@ def test_every_node_shown_has_a_panel_headed_by_its_display_name(demo):
     assert re.findall(r"<h2>([^<]+)</h2>", text) == [
         "Reference world", "Latent Interpolate (LSC)", "Latent Keyframes (LSC)", "Noise Travel (LSC)",
         "Conditioning Interpolate (LSC)", "Direction Sweep (LSC)", "Style Mix by Timestep (LSC)",
-        "Latent Optimize (LSC)"]
+        "Latent Optimize (LSC)", "Text Steer (LSC)"]
 
 
 def test_reference_panel_shows_generated_pictures_with_oracle_readings(demo):
@@ -387,3 +392,142 @@ def test_latent_optimize_panel_shows_the_optimised_pictures_their_readings_and_c
     assert [len(curve) for curve in curves] == [40, 40, 11, 50, 50]
     assert curves[0][-1][1] < curves[0][0][1] and curves[3][-1][1] < curves[3][0][1]
     assert text.count(html.escape(clip_name)) >= 3
+
+
+def sentences(text, name) -> list[tuple[str, str]]:
+    """One list of the LM's sentences on the page: (sentence, the verdict shown beside it)."""
+    block = re.search(rf'<div class="sentences" id="{name}">(.*?)</div>', text)
+    assert block, f"no list of sentences named {name}"
+    return [(html.unescape(sentence), html.unescape(verdict))
+            for sentence, verdict in re.findall(r"<li><q>([^<]*)</q> — <i>([^<]*)</i></li>", block[1])]
+
+
+def lm_sweep_rows(text) -> dict[str, list[int]]:
+    """The LM sweep table: row label ("block 0: joyful", ...) -> the count per strength (of 16)."""
+    table = re.search(r'<table id="text_steer_lm_sweep"[^>]*>(.*?)</table>', text)
+    assert table, "no LM sweep table"
+    header = re.findall(r"<th>([^<]+)</th>", table[1])
+    assert header == ["strength", "0", "0.5", "1", "1.5", "2", "3", "4"]
+    rows = {}
+    for label, cells in re.findall(r"<tr><td>(block \d: [^<]+)</td>((?:<td>[^<]+</td>)+)</tr>", table[1]):
+        counts = re.findall(r"<td>(\d+)/16</td>", cells)
+        assert len(counts) == len(header) - 1, label
+        rows[label] = [int(count) for count in counts]
+    return rows
+
+
+def test_text_steer_panel_steers_the_lm_mood_and_clip_colour_and_sweeps_strength_and_block(demo, family):
+    out, text = demo
+    text = panel(text, "LSC_TextSteer")
+    assert "LSC_TextSteerGenerate" in text
+    # The LM: a joyful−gloomy vector at block 0 from 40 example sentences of each mood, recomputed from the grammar
+    # and the engine; each list is 8 sentences after "a" from one seed, at strength 0, +1.5 and −1.5.
+    drawn = grammar.sentences(400, steer_panel.EXAMPLE_SEED)
+    joyful = [sentence for sentence in drawn if grammar.parse(sentence)["mood"] == "joyful"][:40]
+    gloomy = [sentence for sentence in drawn if grammar.parse(sentence)["mood"] == "gloomy"][:40]
+    _, lm_blocks = transformer_blocks(family.lm)
+    with torch.inference_mode():
+        vector = steering_vector(example_states(family.lm, family.lm_tokenizer, joyful, lm_blocks, [0])[0],
+                                 example_states(family.lm, family.lm_tokenizer, gloomy, lm_blocks, [0])[0])
+
+    def written(block, vector, strength, count):
+        with torch.inference_mode(), steering(lm_blocks, {block: vector}, strength):
+            return ["a " + sentence for sentence in generate_text(family.lm, family.lm_tokenizer, "a", 24, 1.0, 1.0,
+                                                                  steer_panel.LM_SEED, count)]
+
+    lists = [sentences(text, f"text_steer_lm_{index}") for index in range(3)]
+    for shown, strength in zip(lists, (0.0, 1.5, -1.5)):
+        assert [sentence for sentence, _ in shown] == written(0, vector, strength, 8)
+        for sentence, verdict in shown:  # the verdict is the parser's
+            parsed = grammar.parse(sentence)
+            assert verdict == ("✗ not in the language" if parsed is None else parsed["mood"])
+    moods = [[verdict for _, verdict in shown] for shown in lists]
+    assert moods[1].count("joyful") > moods[0].count("joyful") and moods[2].count("gloomy") > moods[0].count("gloomy")
+    assert [m.count("joyful") for m in moods] == [4, 8, 0] and [m.count("gloomy") for m in moods] == [3, 0, 8]
+    assert figure(text, "LM sentences (of 8) joyful, unsteered, +1.5, -1.5") == "4, 8, 0"
+    assert figure(text, "LM sentences (of 8) in the language, unsteered, +1.5, -1.5") == "7, 8, 8"
+    # CLIP: red−blue with Text Steer's defaults: at default_block of its 3 text blocks (block 0), over each prompt's
+    # own tokens (the reference CLIP ends prompts with [EOS] and pads with [PAD]) and at strength 2, recomputed here;
+    # 6 non-red captions drawn from one noise each, unsteered and steered.
+    _, clip_blocks = transformer_blocks(family.clip.transformer)
+    clip_block = default_block(len(clip_blocks))
+    assert len(clip_blocks) == 3 and clip_block == 0
+
+    def prompt_tokens(prompts):
+        return position_mask(family.clip_tokenizer(prompts), "prompt_tokens", models.EOS, models.PAD)
+
+    def pooled(word):
+        prompts = [template.format(word) for template in TEMPLATES]
+        states = hidden_states(lambda: family.encode_text(prompts), clip_blocks, [clip_block])[clip_block]
+        return pooled_states(states, prompt_tokens(prompts))
+
+    def steered_picture(caption, strength, seed):
+        with steering(clip_blocks, {clip_block: red}, strength, prompt_tokens([caption])):
+            context = family.encode_text([caption]).hidden_states
+        noise = seeded_noise(seed, (1, *models.LATENT_SHAPE))
+        return to_bytes(family.decode(family.sample_latents(context, noise)))[0]
+
+    scenes = steer_panel.shown_scenes()
+    assert len(scenes) == 6 and not any(scene.colour == "red" for scene in scenes)
+    with torch.inference_mode():
+        red = steering_vector(pooled("red"), pooled("blue"))
+        steered_first = steered_picture(scenes[0].caption(), 2.0, steer_panel.NOISE_SEEDS[0])
+        plain_first = to_bytes(family.generate([scenes[0].caption()], steer_panel.NOISE_SEEDS[0]))[0]
+    plain, steered = frames(out, text, "text_steer_clip_plain"), frames(out, text, "text_steer_clip_steered")
+    assert [frame["label"] for frame in plain] == [scene.caption() for scene in scenes]
+    assert [frame["label"] for frame in steered] == ["steered +2"] * 6
+    assert all(frame["pixels"].shape == (96, 96, 3) for frame in plain + steered)
+    assert pixel_gap(plain[0]["pixels"], plain_first) <= 1 and pixel_gap(steered[0]["pixels"], steered_first) <= 1
+    for row in (plain, steered):
+        for frame in row:
+            assert frame["reading"] == reading_text(oracle.read(shown_picture(frame)))
+    assert "block 0 of the 3" in text and "token_positions <code>prompt_tokens</code>" in text
+    assert "at strength 2, while" in text
+    # What the text says: the blue triangle, the cyan circle, the magenta square and the green square turn red, the
+    # cyan triangle reads yellow and the yellow circle stays; all six keep the rest of their caption.
+    assert [scene.colour for scene in scenes] == ["blue", "cyan", "magenta", "cyan", "green", "yellow"]
+    assert [scene.shape for scene in scenes] == ["triangle", "circle", "square", "triangle", "square", "circle"]
+    for scene, before, after, colour in zip(scenes, plain, steered, ["red", "red", "red", "yellow", "red", "yellow"]):
+        caption = f"{scene.size} {{}} {scene.shape}, {scene.position}, {scene.background}"
+        assert before["reading"] == caption.format(scene.colour) and after["reading"] == caption.format(colour)
+    assert figure(text, "captions (of 6) the oracle reads red: unsteered, steered") == "0, 4"
+    assert figure(text, "captions (of 6) with shape, size, position and background as written: unsteered, "
+                        "steered") == "6, 6"
+    # The benchmark the text cites measures block 0 over the prompt's tokens at 2.5 on 64 captions.
+    benchmark = (Path(steer_panel.__file__).parents[1] / "benchmarks" / "_steer_fidelity.py").read_text()
+    assert all(re.search(rf"^{setting}$", benchmark, re.M) for setting in (
+        'CLIP_LAYERS = "0"', 'CLIP_POSITIONS = "prompt_tokens"', r"CLIP_STRENGTH = 2\.5", "CLIP_PICTURES = 64"))
+    assert "at strength 2.5 on 64 captions: 0.83 read red, 0.95 keep" in text
+    # The sweep: one caption per block and strength from one noise, steered over its own tokens; strength 0 is the
+    # caption unsteered; block 0 at 8 recomputed.
+    sweep = {block: frames(out, text, f"text_steer_sweep_{block}") for block in (0, 1, 2)}
+    with torch.inference_mode():
+        alone = to_bytes(family.generate([steer_panel.SWEEP_SCENE.caption()], steer_panel.SWEEP_NOISE_SEED))[0]
+        broken = steered_picture(steer_panel.SWEEP_SCENE.caption(), 8.0, steer_panel.SWEEP_NOISE_SEED)
+    for row in sweep.values():
+        assert [frame["label"] for frame in row] == [f"strength {s}" for s in ("0", "0.5", "1", "2", "4", "8")]
+        assert pixel_gap(row[0]["pixels"], alone) <= 1
+    assert pixel_gap(sweep[0][5]["pixels"], broken) <= 1
+    # What the text says: green up to 1, red from 2 at every block, the layout kept except after block 0 at 8.
+    for block in (1, 2):
+        assert [frame["reading"] for frame in sweep[block]] == [
+            "large green circle, left, white"] * 3 + ["large red circle, left, white"] * 3
+    assert [frame["reading"] for frame in sweep[0]] == [
+        "large green circle, left, white"] * 3 + ["large red circle, left, white"] * 2 + [
+        "large red circle, right, white"]
+    # The LM sweep: 16 sentences per block and strength, one seed; one cell recomputed from the engine.
+    rows = lm_sweep_rows(text)
+    assert list(rows) == ["block 0: joyful", "block 0: in the language", "block 1: joyful", "block 1: in the language"]
+    with torch.inference_mode():
+        block_1 = steering_vector(example_states(family.lm, family.lm_tokenizer, joyful, lm_blocks, [1])[1],
+                                  example_states(family.lm, family.lm_tokenizer, gloomy, lm_blocks, [1])[1])
+    parsed = [grammar.parse(sentence) for sentence in written(1, block_1, 3.0, 16)]
+    assert rows["block 1: joyful"][5] == sum(p is not None and p["mood"] == "joyful" for p in parsed)
+    assert rows["block 1: in the language"][5] == sum(p is not None for p in parsed)
+    # What the text says: 13 of 16 joyful unsteered; from strength 1 every sentence in the language is joyful; one
+    # or two fall out at 1 to 2, 9 and 8 remain at 3, 2 and 1 at 4.
+    for block in (0, 1):
+        joyful_counts, grammatical = rows[f"block {block}: joyful"], rows[f"block {block}: in the language"]
+        assert joyful_counts[0] == 13 and joyful_counts[2:] == grammatical[2:]
+        assert all(14 <= count <= 15 for count in grammatical[2:5])
+    assert [rows["block 0: in the language"][5:], rows["block 1: in the language"][5:]] == [[9, 2], [8, 1]]

@@ -152,7 +152,13 @@ def test_grammar_sentences_parse_back_and_mix_both_moods():
      {"mood": "joyful", "size": "large", "colour": "red", "shape": "circle", "position": "left"}),
     ("alas, a dull small blue triangle in the middle.",
      {"mood": "gloomy", "size": "small", "colour": "blue", "shape": "triangle", "position": "center"}),
+    ("a bright small red square on the right smiles at me.",
+     {"mood": "joyful", "size": "small", "colour": "red", "shape": "square", "position": "right"}),  # no opener
+    ("a lonely large green circle in the middle.",
+     {"mood": "gloomy", "size": "large", "colour": "green", "shape": "circle", "position": "center"}),
     ("hooray, a dull large red circle on the left.", None),  # moods disagree
+    ("a dull large red circle on the left dances in the sun.", None),  # word and ending disagree
+    ("hooray,a bright large red circle on the left.", None),  # no space after the opener
     ("hooray, a bright large red circle on the left dances in the sun", None),  # no full stop
     ("hooray, a bright red large circle on the left.", None),  # words out of order
     ("look, a happy large purple circle on the left.", None),  # not a colour of the world

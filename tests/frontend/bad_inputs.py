@@ -167,6 +167,7 @@ def write_model_files(directions: Path, open_clip: Path) -> None:
     (directions / NOT_SAFETENSORS).write_bytes(b"not a tensor file")
     save_direction(directions / NAN_DIRECTION, Direction({"conditioning": torch.full((4, 32), float("nan"))}))
     save_file({"not.a.clip.weight": torch.ones(2, 2)}, str(open_clip / NOT_OPEN_CLIP))
+    (directions / NOT_GGUF).write_bytes(b"not a control vector")
 
 
 def tiny():
@@ -475,6 +476,80 @@ BAD_CASES += [
      "execution", "no", ["latent", r"\b16\b", "vae", "expected"]),
     ("NoiseOptimize: its NOISE (batch 1) into SamplerCustomAdvanced over a batch of 2",
      optimised_noise_sampler(2), "execution", "sample", ["noise", "latent", "expected"]),
+]
+
+
+# ---- steering nodes -----------------------------------------------------------------------------------------------
+NOT_GGUF = "fcheck_not_gguf.gguf"  # a .gguf name over bytes that are not GGUF
+REFERENCE_LM = "reference (built-in)"
+
+
+def steer_vector(clip="ckpt", positive="red", negative="blue", encoder="auto", layers="auto"):
+    """Steer Vector from Prompts on the CLIP of node ``clip`` (the tiny checkpoint's: 32-wide, 3 blocks; the
+    reference's: 64-wide)."""
+    return n("LSC_SteerVectorFromPrompts", clip=[clip, 1], positive=positive, negative=negative, templates="none",
+             custom_templates="a {} thing", encoder=encoder, layers=layers, method="mean_difference")
+
+
+def text_steer(direction="v", clip="ckpt", layers="", positions="all"):
+    return n("LSC_TextSteer", clip=[clip, 1], direction=[direction, 0], strength=1.0, layers=layers,
+             token_positions=positions)
+
+
+def steer_generate(layers="auto", max_new_tokens=8, positive="look, a happy small red circle on the left.",
+                   negative="alas, a dull small red circle on the left.", direction=None):
+    inputs = dict(lm=["lm", 0], prompt="a", strength=1.5, layers=layers, method="mean_difference",
+                  max_new_tokens=max_new_tokens, temperature=1.0, top_p=1.0, seed=1, include_prompt=False,
+                  positive_examples=positive, negative_examples=negative)
+    if direction is not None:
+        inputs["direction"] = [direction, 0]
+    return n("LSC_TextSteerGenerate", **inputs)
+
+
+def lm_loader(model=REFERENCE_LM):
+    return n("LSC_CausalLMLoader", model=model, dtype="auto")
+
+
+BAD_CASES += [
+    ("SteerVectorFromPrompts: positive of empty lines", probed("v", v=steer_vector(positive=" \n ")),
+     "execution", "v", ["positive", "empty", "expected"]),
+    ("SteerVectorFromPrompts: layers 9 on a 3-block CLIP", probed("v", v=steer_vector(layers="9")),
+     "execution", "v", ["layers", r"\b9\b", "3 blocks"]),
+    ("SteerVectorFromPrompts: encoder t5xxl on an SD1.5 CLIP", probed("v", v=steer_vector(encoder="t5xxl")),
+     "execution", "v", ["encoder", "t5xxl", "clip_l", "expected"]),
+    ("TextSteer: a conditioning direction (Direction from CLIP)",
+     probed("s", d=from_clip(), s=text_steer(direction="d")), "execution", "s", ["direction", "hidden", "expected"]),
+    ("TextSteer: layers 7 on a 3-block CLIP", probed("s", v=steer_vector(), s=text_steer(layers="7")),
+     "execution", "s", ["layers", r"\b7\b", "3 blocks"]),
+    ("TextSteer: a vector of the 64-wide reference CLIP on the 32-wide tiny CLIP",
+     probed("s", ref=n("LSC_ReferenceModelLoader"), v=steer_vector(clip="ref"), s=text_steer()),
+     "execution", "s", ["direction", "64-wide", "32-wide", "expected"]),
+    ("CausalLMLoader: a model folder that is not there",
+     {"lm": lm_loader("x_missing_model"), "out": capture("lm", "bad")}, "any", "lm", ["model", "x_missing_model"]),
+    ("TextSteerGenerate: no direction and no negative examples",
+     {"lm": lm_loader(), "g": steer_generate(negative=""), "out": capture("g", "bad")},
+     "execution", "g", ["negative_examples", "empty", "expected"]),
+    ("TextSteerGenerate: layers 5 on the 2-block reference LM",
+     {"lm": lm_loader(), "g": steer_generate(layers="5"), "out": capture("g", "bad")},
+     "execution", "g", ["layers", r"\b5\b", "2 blocks"]),
+    ("TextSteerGenerate: max_new_tokens 40 past the reference LM's 32 positions",
+     {"lm": lm_loader(), "g": steer_generate(max_new_tokens=40), "out": capture("g", "bad")},
+     "execution", "g", ["max_new_tokens", r"\b32\b", "expected"]),
+    ("TextSteerGenerate: a text-encoder direction (Steer Vector from Prompts)",
+     {"ckpt": tiny(), "v": steer_vector(), "lm": lm_loader(),
+      "g": steer_generate(direction="v", positive="", negative=""), "out": capture("g", "bad")},
+     "execution", "g", ["direction", "text encoder", "expected"]),
+    ("SaveControlVector: a vector for block 0 (llama.cpp cannot steer it)",
+     {"lm": lm_loader(), "g": steer_generate(layers="0"),
+      "s": n("LSC_SaveControlVector", direction=["g", 2], filename_prefix="x_block0", model_hint="")},
+     "execution", "s", ["block 0", "llama.cpp"]),
+    ("SaveControlVector: filename_prefix leaving the folder (../x_escape)",
+     {"lm": lm_loader(), "g": steer_generate(layers="1"),
+      "s": n("LSC_SaveControlVector", direction=["g", 2], filename_prefix="../x_escape", model_hint="")},
+     "execution", "s", ["filename_prefix", "expected"]),
+    ("LoadControlVector: a .gguf file that is not GGUF",
+     {"l": n("LSC_LoadControlVector", file=NOT_GGUF), "out": capture("l", "bad")},
+     "execution", "l", [NOT_GGUF, "not a GGUF"]),
 ]
 
 
