@@ -15,6 +15,7 @@ oracle.
 Part of benchmarks/fidelity.py.
 """
 
+import sys
 import time
 
 import torch
@@ -230,6 +231,6 @@ def steer_figures() -> dict:
     for part in (lm_figures, clip_figures, sweep_figures):
         part_start = time.perf_counter()
         figures.update(part(family))
-        print(f"steer {part.__name__}: {time.perf_counter() - part_start:.0f} s")
-    print(f"steer figures: {time.perf_counter() - start:.0f} s")
+        print(f"steer {part.__name__}: {time.perf_counter() - part_start:.0f} s", file=sys.stderr)
+    print(f"steer figures: {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return figures

@@ -293,11 +293,12 @@ def steer_generation_figures(device) -> dict:
     return figures
 
 
-STEER_ENCODE_REPEATS = 7
+STEER_ENCODE_REPEATS = 15
 
 
 def steer_encode_figures() -> dict:
-    """CLIPTextEncode through a Text Steer clone (a red-vs-blue vector at the middle block, every position) against
+    """CLIPTextEncode through a Text Steer clone (its defaults: a red-vs-blue vector at the default block, strength
+    2, the prompt's tokens) against
     the plain CLIP, on ComfyUI's own SD1 text encoder at CLIP-L size (12 blocks, 768 wide; random weights) and on
     the reference CLIP. Each CLIP encodes a run of six prompts in turn, so the steered block is swapped in and out
     once per six prompts, as when a workflow encodes a positive through the steered CLIP and a negative through the
@@ -308,7 +309,7 @@ def steer_encode_figures() -> dict:
     from comfy_fidelity import start_comfyui
 
     with tempfile.TemporaryDirectory() as work:
-        comfy = start_comfyui(Path(work))
+        harness = start_comfyui(Path(work))
         from tiny_clips import _clip  # on the path once the harness started ComfyUI
         import comfy.sd1_clip
         from latent_space_control.nodes.reference import load_reference_family
@@ -317,15 +318,16 @@ def steer_encode_figures() -> dict:
         with torch.inference_mode():
             clip_l = _clip(comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel, {}, seed=5)
             reference = load_reference_family(WEIGHTS)[1]
-        vector_node, steer_node = comfy.node_class("LSC_SteerVectorFromPrompts"), comfy.node_class("LSC_TextSteer")
-        encode_node = comfy.node_class("CLIPTextEncode")()
+        vector_node = harness.node_class("LSC_SteerVectorFromPrompts")
+        steer_node = harness.node_class("LSC_TextSteer")
+        encode_node = harness.node_class("CLIPTextEncode")()
         prompts = [f"a {size} {colour} circle" for size in ("small", "large") for colour in ("green", "cyan", "yellow")]
         figures = {}
         for label, clip in (("", clip_l), ("_reference", reference)):
             with torch.inference_mode():
                 direction = vector_node.execute(clip, "red", "blue", "none", "", "auto", "auto",
                                                 "mean_difference").result[0]
-                steered_clip = steer_node.execute(clip, direction, 1.0, "", "all").result[0]
+                steered_clip = steer_node.execute(clip, direction, 2.0, "", "prompt_tokens").result[0]
 
             def encode(which):
                 def run():

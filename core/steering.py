@@ -68,20 +68,21 @@ _LAYER = re.compile(r"^-?\d+$")
 _RANGE = re.compile(r"^(\d+)\s*-\s*(\d+)$")
 
 
-def parse_layers(spec: str, count: int, name: str = "layers") -> list[int]:
-    """Block indices from text: "3", "2-4", "1, 3, 5", "-1" (counted from the end); sorted, each once."""
+def parse_layers(spec: str, count: int, name: str = "layers", owner: str = "this model") -> list[int]:
+    """Block indices from text: "3", "2-4", "1, 3, 5", "-1" (counted from the end); sorted, each once. ``owner``
+    names the model in messages."""
     layers = set()
     for item in (part.strip() for part in spec.split(",")):
         if _LAYER.match(item):
             index = int(item)
             if not -count <= index < count:
-                raise ValueError(f"{name} names block {index}, but this model has {count} blocks (0 to {count - 1}, "
+                raise ValueError(f"{name} names block {index}, but {owner} has {count} blocks (0 to {count - 1}, "
                                  f"or -1 to -{count} from the end)")
             layers.add(index % count)
         elif _RANGE.match(item):
             first, last = map(int, _RANGE.match(item).groups())
             if first > last or last >= count:
-                raise ValueError(f"{name} has the range {item}, but this model has {count} blocks (0 to {count - 1}); "
+                raise ValueError(f"{name} has the range {item}, but {owner} has {count} blocks (0 to {count - 1}); "
                                  "expected first-last with first ≤ last")
             layers.update(range(first, last + 1))
         else:

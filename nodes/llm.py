@@ -183,7 +183,7 @@ def chosen_layers(layers: str, lm: CausalLM, direction: Direction | None) -> lis
             raise ValueError("layers is empty, which means the direction's own blocks, but no direction is "
                              "connected; expected auto or block numbers like 3, 2-4 or 1,3,5")
         return None
-    return steering.parse_layers(spec, lm.blocks, "layers")
+    return steering.parse_layers(spec, lm.blocks, "layers", f"lm ('{lm.name}')")
 
 
 class TextSteerGenerate(io.ComfyNode):

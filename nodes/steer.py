@@ -207,7 +207,7 @@ class SteerVectorFromPrompts(io.ComfyNode):
         name, sub_path, sub_encoder = choose_encoder(restored(clip), encoder)
         _, blocks = steering.transformer_blocks(sub_encoder.transformer, name)
         chosen = [steering.default_block(len(blocks))] if layers.strip() == AUTO else \
-            steering.parse_layers(layers, len(blocks), "layers")
+            steering.parse_layers(layers, len(blocks), "layers", f"clip's {name}")
         end_token, pad_token = end_and_pad(sub_encoder)
         seen = []  # the token rows the sub-encoder embeds for the prompt being read
         reading = recording_clone(clip, sub_path, sub_encoder, seen.append)
@@ -304,7 +304,7 @@ class TextSteer(io.ComfyNode):
             raise ValueError(f"direction has vectors for block {steering.format_layers(beyond)}, but clip's {name} has "
                              f"{len(blocks)} blocks (0 to {len(blocks) - 1}); expected a direction made with this "
                              "text encoder")
-        wanted = steering.parse_layers(layers, len(blocks), "layers") if layers.strip() else None
+        wanted = steering.parse_layers(layers, len(blocks), "layers", f"clip's {name}") if layers.strip() else None
         vectors = steering.layer_vectors(hidden, own, wanted, "layers")
 
         if token_positions == "all":

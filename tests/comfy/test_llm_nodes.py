@@ -398,7 +398,7 @@ def hidden_direction(width=64, encoder="gpt2", family="causal_lm", layer="1", ro
 
 
 @pytest.mark.parametrize("inputs, message", [
-    (dict(layers="2"), "layers names block 2, but this model has 2 blocks"),
+    (dict(layers="2"), "layers names block 2, but lm ('reference (built-in)') has 2 blocks"),
     (dict(layers="one"), "layers is 'one'; expected block numbers"),
     (dict(layers=""), "layers is empty, which means the direction's own blocks, but no direction is connected"),
     (dict(direction=hidden_direction(width=32), **NO_EXAMPLES), "direction is 32-wide, but lm ('reference (built-in)') has 64-wide"),

@@ -280,7 +280,7 @@ def hidden(width, layer="", encoder="clip_l", family="sd1", rows=None):
 
 
 @pytest.mark.parametrize("direction, layers, message", [
-    (hidden(32), "7", "layers names block 7, but this model has 3 blocks"),
+    (hidden(32), "7", "layers names block 7, but clip's clip_l has 3 blocks"),
     (hidden(32), "", "the direction records no blocks; set layers"),
     (hidden(32, "0,1", rows=2), "2", "layers asks for block 2, but the direction has vectors for blocks 0,1"),
     (hidden(32, "5", rows=1), "", "direction has vectors for block 5, but clip's clip_l has 3 blocks"),
@@ -304,7 +304,7 @@ def test_text_steer_needs_a_clip(steer):
     (dict(positive="  \n"), "positive is empty"),
     (dict(negative=""), "negative is empty"),
     (dict(encoder="clip_x"), "encoder is 'clip_x', but this clip has the text encoders clip_l, clip_g"),
-    (dict(layers="3"), "layers names block 3, but this model has 3 blocks"),
+    (dict(layers="3"), "layers names block 3, but clip's clip_g has 3 blocks"),
     (dict(layers="two"), "layers is 'two'; expected block numbers"),
     (dict(positive="red", negative="red"), "the same hidden states"),
     (dict(templates="custom", custom_templates="no mark"), "custom_templates has the template 'no mark'"),

@@ -485,7 +485,7 @@ REFERENCE_LM = "reference (built-in)"
 
 
 def steer_vector(clip="ckpt", positive="red", negative="blue", encoder="auto", layers="auto"):
-    """Steer Vector from Prompts on the CLIP of node ``clip`` (the tiny checkpoint's: 32-wide, 3 blocks; the
+    """Steer Vector from Prompts on the CLIP of node ``clip`` (the tiny checkpoint's: 32-wide, 2 blocks; the
     reference's: 64-wide)."""
     return n("LSC_SteerVectorFromPrompts", clip=[clip, 1], positive=positive, negative=negative, templates="none",
              custom_templates="a {} thing", encoder=encoder, layers=layers, method="mean_difference")
@@ -513,14 +513,14 @@ def lm_loader(model=REFERENCE_LM):
 BAD_CASES += [
     ("SteerVectorFromPrompts: positive of empty lines", probed("v", v=steer_vector(positive=" \n ")),
      "execution", "v", ["positive", "empty", "expected"]),
-    ("SteerVectorFromPrompts: layers 9 on a 3-block CLIP", probed("v", v=steer_vector(layers="9")),
-     "execution", "v", ["layers", r"\b9\b", "3 blocks"]),
+    ("SteerVectorFromPrompts: layers 9 on the tiny 2-block CLIP", probed("v", v=steer_vector(layers="9")),
+     "execution", "v", ["layers", r"\b9\b", "clip_l has 2 blocks"]),
     ("SteerVectorFromPrompts: encoder t5xxl on an SD1.5 CLIP", probed("v", v=steer_vector(encoder="t5xxl")),
      "execution", "v", ["encoder", "t5xxl", "clip_l", "expected"]),
     ("TextSteer: a conditioning direction (Direction from CLIP)",
      probed("s", d=from_clip(), s=text_steer(direction="d")), "execution", "s", ["direction", "hidden", "expected"]),
-    ("TextSteer: layers 7 on a 3-block CLIP", probed("s", v=steer_vector(), s=text_steer(layers="7")),
-     "execution", "s", ["layers", r"\b7\b", "3 blocks"]),
+    ("TextSteer: layers 7 on the tiny 2-block CLIP", probed("s", v=steer_vector(), s=text_steer(layers="7")),
+     "execution", "s", ["layers", r"\b7\b", "clip_l has 2 blocks"]),
     ("TextSteer: a vector of the 64-wide reference CLIP on the 32-wide tiny CLIP",
      probed("s", ref=n("LSC_ReferenceModelLoader"), v=steer_vector(clip="ref"), s=text_steer()),
      "execution", "s", ["direction", "64-wide", "32-wide", "expected"]),
