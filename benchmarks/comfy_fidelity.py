@@ -178,16 +178,18 @@ def direction_prompt(captions: list[str], seeds: list[int]) -> dict:
     return prompt
 
 
-def direction_pictures(comfy, captions: list[str], seeds: list[int]) -> dict[str, torch.Tensor]:
-    """Every variant's pictures, [captions, 3, H, W] each."""
-    pictures = {variant: [] for variant in VARIANTS}
-    per_prompt = PER_PROMPT // len(VARIANTS)
+def variant_pictures(comfy, build: Callable[[list[str], list[int]], dict], variants: tuple[str, ...],
+                     captions: list[str], seeds: list[int]) -> dict[str, torch.Tensor]:
+    """Every variant's pictures, [captions, 3, H, W] each, from prompts ``build(captions, seeds)`` that capture
+    "<variant><index>", as many captions per prompt as PER_PROMPT branches allow."""
+    pictures = {variant: [] for variant in variants}
+    per_prompt = PER_PROMPT // len(variants)
     for start in range(0, len(captions), per_prompt):
         chunk = captions[start:start + per_prompt]
-        result = comfy.run(direction_prompt(chunk, seeds[start:start + per_prompt]))
+        result = comfy.run(build(chunk, seeds[start:start + per_prompt]))
         if not result.ok:
             raise RuntimeError(f"ComfyUI failed: {result.error}")
-        for variant in VARIANTS:
+        for variant in variants:
             pictures[variant] += [result.captured[f"{variant}{i}"] for i in range(len(chunk))]
     return {variant: torch.cat(batch).movedim(-1, 1) for variant, batch in pictures.items()}
 
@@ -201,7 +203,7 @@ def direction_readings(comfy, captions: list[str], seeds: list[int]) -> dict[str
     if not made.ok:
         raise RuntimeError(f"Direction from CLIP failed in ComfyUI: {made.error}")
     save_random_direction(made.captured["direction"])
-    pictures = direction_pictures(comfy, captions, seeds)
+    pictures = variant_pictures(comfy, direction_prompt, VARIANTS, captions, seeds)
     return {variant: oracle.read_batch(batch) for variant, batch in pictures.items()}
 
 
@@ -481,16 +483,8 @@ def steer_figures(comfy) -> dict:
     scenes = clip_scenes(CLIP_PICTURES, STEER_SEED + 2)
     captions = [scene.caption() for scene in scenes]
     seeds = [STEER_SEED + i for i in range(len(scenes))]
-    readings = {"steered": [], "plain": []}
-    per_prompt = PER_PROMPT // 2
-    for first in range(0, len(captions), per_prompt):
-        chunk = captions[first:first + per_prompt]
-        result = comfy.run(steer_prompt(chunk, seeds[first:first + per_prompt]))
-        if not result.ok:
-            raise RuntimeError(f"ComfyUI failed: {result.error}")
-        for variant in readings:
-            pictures = torch.cat([result.captured[f"{variant}{i}"] for i in range(len(chunk))]).movedim(-1, 1)
-            readings[variant] += oracle.read_batch(pictures)
+    pictures = variant_pictures(comfy, steer_prompt, ("steered", "plain"), captions, seeds)
+    readings = {variant: oracle.read_batch(batch) for variant, batch in pictures.items()}
     count = len(scenes)
     kept = [all(reading[name] == getattr(scene, name) for name in KEPT)
             for reading, scene in zip(readings["steered"], scenes)]

@@ -122,6 +122,16 @@ def test_written_bytes_follow_the_gguf_v3_layout(tmp_path):
         assert torch.equal(torch.tensor(values), vectors[int(name.split(".")[1])])
 
 
+def write_directions(writer, vectors, numpy) -> None:
+    """The direction tensors and the rest of the file, as repeng's export_gguf finishes a GGUFWriter."""
+    for layer, vector in vectors.items():
+        writer.add_tensor(f"direction.{layer}", vector.numpy().astype(numpy.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
 def test_reads_a_file_written_by_gguf_writer_the_way_repeng_writes_it(tmp_path):
     gguf = pytest.importorskip("gguf")
     numpy = pytest.importorskip("numpy")
@@ -130,12 +140,7 @@ def test_reads_a_file_written_by_gguf_writer_the_way_repeng_writes_it(tmp_path):
     writer = gguf.GGUFWriter(str(path), "controlvector")
     writer.add_string("controlvector.model_hint", "mistral")
     writer.add_uint32("controlvector.layer_count", len(vectors))
-    for layer, vector in vectors.items():
-        writer.add_tensor(f"direction.{layer}", vector.numpy().astype(numpy.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_directions(writer, vectors, numpy)
 
     result = read_control_vector(path)
 
@@ -158,12 +163,7 @@ def test_reads_gguf_writer_files_with_other_metadata_and_a_custom_alignment(tmp_
     writer.add_float64("extra.float64", 0.5)
     writer.add_bool("extra.bool", True)
     writer.add_int8("extra.int8", -3)
-    for layer, vector in vectors.items():
-        writer.add_tensor(f"direction.{layer}", vector.numpy().astype(numpy.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_directions(writer, vectors, numpy)
 
     result = read_control_vector(path)
 
