@@ -28,19 +28,30 @@ METHODS = ("mean_difference", "pca_diff")
 MaskSource = Callable[[torch.Tensor], "torch.Tensor | None"]
 
 
-def transformer_blocks(model: torch.nn.Module, name: str = "model") -> tuple[str, torch.nn.ModuleList]:
+def transformer_blocks(model: torch.nn.Module, name: str = "model",
+                       embedding: torch.nn.Module | None = None) -> tuple[str, torch.nn.ModuleList]:
     """The model's stack of transformer blocks and its path: the longest ``ModuleList`` whose entries share one
-    class (the first such list where two are as long). A block already wrapped by ``SteeredBlock`` counts as the
-    block it wraps, so a steered model can be steered again."""
-    found = None
-    for path, module in model.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) and len({_block_class(m) for m in module}) == 1:
-            if found is None or len(module) > len(found[1]):
-                found = (path, module)
-    if found is None:
-        raise ValueError(f"{name} ({type(model).__name__}) has no stack of transformer blocks; expected a "
-                         "transformer (a text encoder or a language model)")
-    return found
+    class (the first such list where two are as long). With ``embedding`` (the model's input-embedding module) the
+    stack is the one in the smallest module around the embedding that holds one, so a vision tower beside the
+    language model (Qwen-Image's text encoder has 32 vision blocks to the language model's 28) is not taken for it.
+    A block already wrapped by ``SteeredBlock`` counts as the block it wraps, so a steered model can be steered
+    again."""
+    scopes = [""]
+    if embedding is not None:
+        path = next((path for path, module in model.named_modules() if module is embedding), None)
+        if path is not None:
+            parts = path.split(".")
+            scopes = [".".join(parts[:end]) for end in range(len(parts) - 1, -1, -1)]  # the parent first
+    for scope in scopes:
+        found = None
+        for path, module in model.get_submodule(scope).named_modules(prefix=scope):
+            if isinstance(module, torch.nn.ModuleList) and len(module) and len({_block_class(m) for m in module}) == 1:
+                if found is None or len(module) > len(found[1]):
+                    found = (path, module)
+        if found is not None:
+            return found
+    raise ValueError(f"{name} ({type(model).__name__}) has no stack of transformer blocks; expected a "
+                     "transformer (a text encoder or a language model)")
 
 
 def _block_class(module: torch.nn.Module) -> type:

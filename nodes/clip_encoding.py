@@ -61,9 +61,13 @@ def encode_prompts(clip, prompts: list[str]) -> EncodedPrompts:
 
 
 def family_name(text_encoder: torch.nn.Module) -> str:
-    """SD1ClipModel -> "sd1", SDXLClipModel -> "sdxl", SD3ClipModel_ -> "sd3", FluxClipModel_ -> "flux"."""
+    """SD1ClipModel -> "sd1", SDXLClipModel -> "sdxl", SD3ClipModel_ -> "sd3", FluxClipModel_ -> "flux",
+    Omnigen2TEModel_ -> "omnigen2", QwenImageTEModel -> "qwenimage"."""
     name = type(text_encoder).__name__.rstrip("_")
-    return name.removesuffix("ClipModel").lower() or name.lower()
+    for suffix in ("ClipModel", "TEModel"):
+        if name.endswith(suffix) and name != suffix:
+            return name.removesuffix(suffix).lower()
+    return name.lower()
 
 
 def ordered_keys(tokens: dict) -> list[str]:

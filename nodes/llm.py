@@ -70,13 +70,18 @@ class CausalLM:
         return self.model
 
 
+def lm_blocks(model: torch.nn.Module, name: str) -> torch.nn.ModuleList:
+    """The language model's stack of blocks, found from its input embedding (a vision tower beside it is not it)."""
+    return steering.transformer_blocks(model, name, model.get_input_embeddings())[1]
+
+
 def managed_lm(model: torch.nn.Module, tokenizer, name: str) -> CausalLM:
     """``model`` (in eval mode) under ComfyUI's model management, parked on the offload device until used."""
     offload = comfy.model_management.unet_offload_device()
     holder = ModelHolder(model.eval().to(offload), offload)
     patcher = comfy.model_patcher.ModelPatcher(holder, load_device=comfy.model_management.get_torch_device(),
                                                offload_device=offload)
-    return CausalLM(patcher, tokenizer, name, model.config.model_type, len(steering.transformer_blocks(model, name)[1]))
+    return CausalLM(patcher, tokenizer, name, model.config.model_type, len(lm_blocks(model, name)))
 
 
 def model_choices() -> list[str]:
@@ -263,7 +268,7 @@ class TextSteerGenerate(io.ComfyNode):
                              f"{max(limit - prompt_length, 0)}")
 
         model = lm.load()
-        _, blocks = steering.transformer_blocks(model, lm.name)
+        blocks = lm_blocks(model, lm.name)
         if direction is None:
             direction = cls.direction_from_examples(lm, model, blocks, positive, negative, wanted, method)
         hidden = check_direction(direction, lm)

@@ -56,6 +56,13 @@ def choose_encoder(clip, name: str) -> tuple[str, str, torch.nn.Module]:
     return (name, *found[name])
 
 
+def encoder_blocks(sub_encoder: torch.nn.Module, name: str) -> tuple[str, torch.nn.ModuleList]:
+    """The path (inside the sub-encoder's transformer) and the stack of its text blocks, found from its input
+    embedding, so a vision tower beside them (Qwen-Image) is not taken for them."""
+    transformer = sub_encoder.transformer
+    return steering.transformer_blocks(transformer, name, transformer.get_input_embeddings())
+
+
 def encoder_width(sub_encoder: torch.nn.Module) -> int:
     return sub_encoder.transformer.get_input_embeddings().weight.shape[-1]
 
@@ -205,7 +212,7 @@ class SteerVectorFromPrompts(io.ComfyNode):
                              "(after templates); expected as many lines in each (or use mean_difference)")
 
         name, sub_path, sub_encoder = choose_encoder(restored(clip), encoder)
-        _, blocks = steering.transformer_blocks(sub_encoder.transformer, name)
+        _, blocks = encoder_blocks(sub_encoder, name)
         chosen = [steering.default_block(len(blocks))] if layers.strip() == AUTO else \
             steering.parse_layers(layers, len(blocks), "layers", f"clip's {name}")
         end_token, pad_token = end_and_pad(sub_encoder)
@@ -297,7 +304,7 @@ class TextSteer(io.ComfyNode):
             made_with = direction.encoder or "an encoder it does not name"
             raise ValueError(f"direction is {hidden.shape[-1]}-wide (made with {made_with}) but clip's {name} is "
                              f"{width}-wide; expected a direction made with this text encoder")
-        blocks_path, blocks = steering.transformer_blocks(sub_encoder.transformer, name)
+        blocks_path, blocks = encoder_blocks(sub_encoder, name)
         own = steering.recorded_blocks(direction.layer)
         beyond = [layer for layer in own if layer >= len(blocks)]
         if beyond:

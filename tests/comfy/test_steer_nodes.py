@@ -18,13 +18,15 @@ def steer(comfy):
 
 @pytest.fixture(scope="module")
 def clips(comfy, reference_family):
-    """The reference CLIP and tiny CLIPs; "flux_wide_t5": Flux whose T5 (64 wide) outweighs its clip_l."""
+    """The reference CLIP and tiny CLIPs; "flux_wide_t5": Flux whose T5 (64 wide) outweighs its clip_l; "omnigen2":
+    an LLM-based text encoder (Qwen2.5)."""
     with torch.inference_mode():
         from comfy.text_encoders import flux
 
         built = {family: tiny_clips.BUILDERS[family]() for family in tiny_clips.FAMILIES}
         built["flux_wide_t5"] = tiny_clips._clip(flux.FluxTokenizer, flux.flux_clip(), {
             "clip_l_model_config": tiny_clips.clip_config(), "t5xxl_model_config": tiny_clips.t5_config(64)}, 5)
+        built["omnigen2"] = tiny_clips.omnigen2_clip()
     return {"reference": reference_family[1], **built}
 
 
@@ -57,6 +59,8 @@ def sub_encoder(clip, name):
 
 def blocks_of(clip, name):
     transformer = sub_encoder(clip, name).transformer
+    if name.startswith("qwen"):
+        return transformer.model.layers
     return transformer.encoder.block if name == "t5xxl" else transformer.text_model.encoder.layers
 
 
@@ -89,6 +93,7 @@ def prompt_ids(clip, name, text):
 EXPECTED = {  # clip -> (auto encoder, its width, its blocks)
     "reference": ("clip_l", 64, None), "sd1": ("clip_l", 32, 3), "sdxl": ("clip_g", 32, 3),
     "sd3": ("t5xxl", tiny_clips.SD3_T5_WIDTH, 2), "flux": ("clip_l", 32, 3), "flux_wide_t5": ("t5xxl", 64, 2),
+    "omnigen2": ("qwen25_3b", 64, 2),
 }
 
 
@@ -170,7 +175,8 @@ def same(a, b):
 
 
 @pytest.mark.parametrize("name, encoder", [("reference", "clip_l"), ("sd1", "clip_l"), ("sdxl", "clip_g"),
-                                           ("sdxl", "clip_l"), ("sd3", "clip_g"), ("flux", "t5xxl")])
+                                           ("sdxl", "clip_l"), ("sd3", "clip_g"), ("flux", "t5xxl"),
+                                           ("omnigen2", "qwen25_3b")])
 def test_steered_clip_is_a_hook_at_that_block_and_leaves_the_base_alone(comfy, steer, clips, name, encoder):
     clip = clips[name]
     width = sub_encoder(clip, encoder).transformer.get_input_embeddings().weight.shape[-1]
@@ -259,6 +265,30 @@ def test_token_positions_steer_only_the_prompts_tokens(steer, clips, name, encod
     end = ids.index(sub_encoder(clip, encoder).special_tokens["end"])
     difference = output_of_block(steered_clip) - output_of_block(clip)
     assert difference[end].abs().sum() > 0 and not difference[end + 1:].any()
+
+
+def test_token_positions_of_an_llm_encoder_without_an_end_token(steer, clips):
+    """OmniGen2's Qwen2.5 encoder has no end token and does not pad: prompt_tokens is every position of the chat
+    template and the prompt, last is the final one."""
+    clip, encoder = clips["omnigen2"], "qwen25_3b"
+    vector = torch.randn(64, generator=torch.Generator().manual_seed(4))
+    for positions in ("prompt_tokens", "last"):
+        steered_clip = steered(steer, clip, Direction({"hidden": vector}, encoder=encoder), 1.5, "0", positions)
+        outputs = []
+        for source in (steered_clip, clip):
+            captured = {}
+            source.load_model()
+            handle = blocks_of(source, encoder)[0].register_forward_hook(recorder(captured))
+            try:
+                with torch.inference_mode():
+                    source.encode_from_tokens(source.tokenize("a red fox"))
+            finally:
+                handle.remove()
+            outputs.append(captured["state"][0])
+        difference = outputs[0] - outputs[1]
+        moved = difference.abs().sum(-1) > 0
+        assert int(moved.sum()) == (difference.shape[0] if positions == "prompt_tokens" else 1), positions
+        assert moved[-1] and torch.allclose(difference[-1], 1.5 * vector, atol=1e-5)
 
 
 def test_textual_inversion_rows_fall_back_to_every_position(steer, caplog):

@@ -71,3 +71,13 @@ def flux_clip(seed: int = 4):
 
 
 BUILDERS = {"sd1": sd1_clip, "sdxl": sdxl_clip, "sd3": sd3_clip, "flux": flux_clip}
+
+
+def omnigen2_clip(seed: int = 6):
+    """OmniGen2: a Qwen2.5 language model as the text encoder (an LLM-based encoder; its chat template around the
+    prompt, no end token, padding 151643). 64 wide with 2 blocks; the 151936-row embedding is most of it."""
+    from comfy.text_encoders import omnigen2
+
+    return _clip(omnigen2.Omnigen2Tokenizer, omnigen2.te(), {"qwen25_3b_model_config": {
+        "hidden_size": WIDTH * 2, "intermediate_size": WIDTH * 4, "num_hidden_layers": 2, "num_attention_heads": 2,
+        "num_key_value_heads": 1}}, seed)

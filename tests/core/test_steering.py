@@ -405,3 +405,28 @@ def test_include_prompt_decodes_the_prompt_with_its_continuation(lm, tokenizer):
         new = st.generate_text(lm, tokenizer, "a", 8, 0.0, 1.0, seed=0)
         whole = st.generate_text(lm, tokenizer, "a", 8, 0.0, 1.0, seed=0, include_prompt=True)
     assert new[0] and whole == [f"a {new[0]}"]
+
+
+def test_blocks_found_from_the_input_embedding_skip_a_longer_vision_tower():
+    """A text model with a vision tower beside it (as Qwen-Image's text encoder has: 32 vision blocks, 28 language
+    blocks): without the embedding the longest stack wins, the vision blocks; with it, the language blocks."""
+    class Block(torch.nn.Linear):
+        pass
+
+    class Language(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed_tokens = torch.nn.Embedding(10, 4)
+            self.layers = torch.nn.ModuleList(Block(4, 4) for _ in range(2))
+
+    class WithVision(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = Language()
+            self.visual = torch.nn.ModuleList(torch.nn.Linear(8, 8) for _ in range(3))
+
+    model = WithVision()
+    assert st.transformer_blocks(model)[0] == "visual"
+    path, blocks = st.transformer_blocks(model, embedding=model.model.embed_tokens)
+    assert path == "model.layers" and blocks is model.model.layers
+    assert st.transformer_blocks(model, embedding=torch.nn.Embedding(2, 2))[0] == "visual"  # not inside: the whole model
