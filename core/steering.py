@@ -105,23 +105,31 @@ def format_layers(layers: Sequence[int]) -> str:
     return ",".join(str(layer) for layer in layers)
 
 
-def layer_vectors(hidden: torch.Tensor, direction_layers: Sequence[int], wanted: Sequence[int] | None,
-                  name: str = "layers") -> dict[int, torch.Tensor]:
+def layer_vectors(hidden: torch.Tensor, direction_layer: str, wanted: Sequence[int] | None,
+                  count: int | None = None, owner: str = "this model", name: str = "layers") -> dict[int, torch.Tensor]:
     """Block -> vector for a ``hidden`` direction ([width]: one vector for any block; [blocks, width]: one per block
-    of ``direction_layers``) at the ``wanted`` blocks (None: the direction's own)."""
+    its ``Direction.layer`` lists) at the ``wanted`` blocks (None: the direction's own), on a model of ``count``
+    blocks (``owner`` in messages; None: no model to fit)."""
+    direction_layers = recorded_blocks(direction_layer)
     if hidden.ndim == 1:
         if not wanted and not direction_layers:
             raise ValueError(f"the direction records no blocks; set {name} to the blocks to steer")
-        return {layer: hidden for layer in (wanted or direction_layers)}
-    own = dict(zip(direction_layers, hidden))
-    if len(own) != hidden.shape[0]:
-        raise ValueError(f"the direction holds {hidden.shape[0]} vectors but records the blocks "
-                         f"{format_layers(direction_layers) or '(none)'}; expected one block per vector")
-    missing = [layer for layer in (wanted or ()) if layer not in own]
-    if missing:
-        raise ValueError(f"{name} asks for block {format_layers(missing)}, but the direction has vectors for blocks "
-                         f"{format_layers(own)} only; leave {name} empty to use the direction's own blocks")
-    return {layer: own[layer] for layer in (wanted or own)}
+        vectors = {layer: hidden for layer in (wanted or direction_layers)}
+    else:
+        own = dict(zip(direction_layers, hidden))
+        if len(own) != hidden.shape[0]:
+            raise ValueError(f"the direction holds {hidden.shape[0]} vectors but records the blocks "
+                             f"{format_layers(direction_layers) or '(none)'}; expected one block per vector")
+        missing = [layer for layer in (wanted or ()) if layer not in own]
+        if missing:
+            raise ValueError(f"{name} asks for block {format_layers(missing)}, but the direction has vectors for "
+                             f"blocks {format_layers(own)} only; leave {name} empty to use the direction's own blocks")
+        vectors = {layer: own[layer] for layer in (wanted or own)}
+    beyond = [layer for layer in vectors if count is not None and layer >= count]
+    if beyond:
+        raise ValueError(f"direction has vectors for block {format_layers(beyond)}, but {owner} has {count} blocks "
+                         f"(0 to {count - 1}); expected a direction made for it, or {name} set to blocks it has")
+    return vectors
 
 
 def block_output(output) -> torch.Tensor:

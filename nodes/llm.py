@@ -19,6 +19,7 @@ from ..core.optional import require_package
 from ..reference.models import WEIGHTS
 from .common import CATEGORY, prompt_lines
 from .directions import DIRECTION
+from .steer import method_input
 from .model_folders import (CONTROL_VECTOR_EXTENSION, DIRECTIONS_FOLDER, LLM_FOLDER, control_vector_files,
                             control_vector_path, llm_folder, llm_folders, new_numbered_path)
 
@@ -213,11 +214,7 @@ class TextSteerGenerate(io.ComfyNode):
                                 tooltip="The transformer blocks to steer (0-based): auto is a connected "
                                         "direction's own blocks, else (examples) the block a third of the way up; "
                                         "or 3, 2-4, 1,3,5, -1 (the last); empty: the direction's own blocks"),
-                io.Combo.Input("method", options=list(steering.METHODS), default="mean_difference",
-                               tooltip="How the vector is made from the examples: mean_difference (mean of the "
-                                       "positive minus mean of the negative) or pca_diff (the direction the i-th "
-                                       "positive minus the i-th negative pairs share; as many of each). Unused with "
-                                       "a direction"),
+                method_input("example", "; unused with a direction"),
                 io.Int.Input("max_new_tokens", default=24, min=1, max=4096,
                              tooltip="At most this many new tokens (fewer when the model ends its text)"),
                 io.Float.Input("temperature", default=1.0, min=0.0, max=5.0, step=0.05,
@@ -272,12 +269,7 @@ class TextSteerGenerate(io.ComfyNode):
         if direction is None:
             direction = cls.direction_from_examples(lm, model, blocks, positive, negative, wanted, method)
         hidden = check_direction(direction, lm)
-        vectors = steering.layer_vectors(hidden, steering.recorded_blocks(direction.layer), wanted, "layers")
-        out_of_range = [layer for layer in vectors if layer >= lm.blocks]
-        if out_of_range:
-            raise ValueError(f"direction has vectors for block {steering.format_layers(out_of_range)}, but lm "
-                             f"('{lm.name}') has {lm.blocks} blocks (0 to {lm.blocks - 1}); set layers to blocks "
-                             "it has")
+        vectors = steering.layer_vectors(hidden, direction.layer, wanted, lm.blocks, f"lm ('{lm.name}')")
 
         bar = comfy.utils.ProgressBar(2 * max_new_tokens)
 
@@ -340,11 +332,10 @@ class SaveControlVector(io.ComfyNode):
     @classmethod
     def execute(cls, direction, filename_prefix, model_hint) -> io.NodeOutput:
         require_spaces(direction, ("hidden",))
-        layers = steering.recorded_blocks(direction.layer)
-        if not layers:
+        if not steering.recorded_blocks(direction.layer):
             raise ValueError("direction records no blocks, so there is nothing to say where each vector goes; "
                              "expected a language-model direction (Text Steer Generate or Load Control Vector)")
-        vectors = steering.layer_vectors(direction.vectors["hidden"], layers, None)
+        vectors = steering.layer_vectors(direction.vectors["hidden"], direction.layer, None)
         hint = model_hint.strip() or direction.encoder
         path = new_numbered_path(filename_prefix, CONTROL_VECTOR_EXTENSION)
         gguf.write_control_vector(path, vectors, hint)

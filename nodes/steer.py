@@ -81,8 +81,8 @@ def module_path(root: torch.nn.Module, target: torch.nn.Module, what: str) -> st
 
 
 def restored(clip):
-    """The CLIP's blocks as its own patcher has them: another clone of it (a steered CLIP) may still be loaded with
-    its wrappers in place, and loading this one swaps them out."""
+    """The CLIP's modules as its own patcher has them (another clone of it, a steered CLIP, may be loaded with its
+    wrappers in place; loading this one swaps them): hooks put on its blocks then sit on the modules it runs."""
     clip.load_model()
     return clip
 
@@ -147,6 +147,14 @@ def recording_clone(clip, sub_path: str, sub_encoder: torch.nn.Module, on_ids):
     return clone
 
 
+def method_input(example: str, note: str = "") -> io.Combo.Input:
+    """How a steering vector is made from positive and negative examples (prompts, texts)."""
+    return io.Combo.Input("method", options=list(steering.METHODS), default="mean_difference",
+                          tooltip=f"mean_difference: the mean state of the positive {example}s minus that of the "
+                                  f"negative ones; pca_diff: pairs the i-th positive {example} with the i-th negative "
+                                  f"one (as many of each) and takes the direction their differences share{note}")
+
+
 # ---- the nodes ------------------------------------------------------------------------------------------------------
 
 def _require_clip(clip) -> None:
@@ -187,10 +195,7 @@ class SteerVectorFromPrompts(io.ComfyNode):
                                 tooltip="Which transformer blocks (0-based) to make vectors for: auto is the block "
                                         "a third of the way up (early blocks steer what the prompt means; later "
                                         "ones less); or 3, 2-4, 1,3,5, -1 (the last block); one vector per block"),
-                io.Combo.Input("method", options=list(steering.METHODS), default="mean_difference",
-                               tooltip="mean_difference: mean of the positive states minus mean of the negative "
-                                       "ones; pca_diff: pairs the i-th positive with the i-th negative prompt (as "
-                                       "many of each) and takes the direction their differences share"),
+                method_input("prompt"),
             ],
             outputs=[DIRECTION.Output(display_name="direction",
                                       tooltip="A hidden-space direction: one vector per block, with the encoder it "
@@ -211,7 +216,7 @@ class SteerVectorFromPrompts(io.ComfyNode):
                              f"positive has {len(positive_prompts)} and negative {len(negative_prompts)} prompts "
                              "(after templates); expected as many lines in each (or use mean_difference)")
 
-        name, sub_path, sub_encoder = choose_encoder(restored(clip), encoder)
+        name, sub_path, sub_encoder = choose_encoder(clip, encoder)
         _, blocks = encoder_blocks(sub_encoder, name)
         chosen = [steering.default_block(len(blocks))] if layers.strip() == AUTO else \
             steering.parse_layers(layers, len(blocks), "layers", f"clip's {name}")
@@ -297,7 +302,7 @@ class TextSteer(io.ComfyNode):
             raise ValueError(f"direction was made with the {direction.encoder} text encoder, but clip has "
                              f"{', '.join(found) or 'no CLIP or T5 text encoder'}; expected a direction made with "
                              "one of them")
-        name, sub_path, sub_encoder = choose_encoder(restored(clip), direction.encoder or AUTO)
+        name, sub_path, sub_encoder = choose_encoder(clip, direction.encoder or AUTO)
         hidden = direction.vectors["hidden"]
         width = encoder_width(sub_encoder)
         if hidden.shape[-1] != width:
@@ -305,14 +310,9 @@ class TextSteer(io.ComfyNode):
             raise ValueError(f"direction is {hidden.shape[-1]}-wide (made with {made_with}) but clip's {name} is "
                              f"{width}-wide; expected a direction made with this text encoder")
         blocks_path, blocks = encoder_blocks(sub_encoder, name)
-        own = steering.recorded_blocks(direction.layer)
-        beyond = [layer for layer in own if layer >= len(blocks)]
-        if beyond:
-            raise ValueError(f"direction has vectors for block {steering.format_layers(beyond)}, but clip's {name} has "
-                             f"{len(blocks)} blocks (0 to {len(blocks) - 1}); expected a direction made with this "
-                             "text encoder")
-        wanted = steering.parse_layers(layers, len(blocks), "layers", f"clip's {name}") if layers.strip() else None
-        vectors = steering.layer_vectors(hidden, own, wanted, "layers")
+        owner = f"clip's {name}"
+        wanted = steering.parse_layers(layers, len(blocks), "layers", owner) if layers.strip() else None
+        vectors = steering.layer_vectors(hidden, direction.layer, wanted, len(blocks), owner)
 
         if token_positions == "all":
             steered, mask_source = clip.clone(), None

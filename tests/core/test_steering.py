@@ -102,25 +102,39 @@ def test_parse_layers_rejects_bad_specs_naming_the_input(spec, message):
 
 def test_layer_vectors_one_vector_goes_to_every_wanted_block_or_the_directions_own():
     vector = torch.arange(4.0)
-    assert set(st.layer_vectors(vector, [1, 2], [0, 3])) == {0, 3}
-    own = st.layer_vectors(vector, [1, 2], None)
+    assert set(st.layer_vectors(vector, "1,2", [0, 3])) == {0, 3}
+    own = st.layer_vectors(vector, "1, 2", None)
     assert set(own) == {1, 2} and all(torch.equal(v, vector) for v in own.values())
     with pytest.raises(ValueError, match="records no blocks; set my layers"):
-        st.layer_vectors(vector, [], None, "my layers")
+        st.layer_vectors(vector, "", None, name="my layers")
 
 
 def test_layer_vectors_per_block_vectors_keep_their_blocks():
     hidden = torch.arange(12.0).reshape(3, 4)
-    own = st.layer_vectors(hidden, [2, 3, 4], None)
+    own = st.layer_vectors(hidden, "2,3,4", None)
     assert list(own) == [2, 3, 4] and torch.equal(own[3], hidden[1])
-    picked = st.layer_vectors(hidden, [2, 3, 4], [4])
+    picked = st.layer_vectors(hidden, "2,3,4", [4])
     assert list(picked) == [4] and torch.equal(picked[4], hidden[2])
     with pytest.raises(ValueError, match="asks for block 1, but the direction has vectors for blocks 2,3,4"):
-        st.layer_vectors(hidden, [2, 3, 4], [1, 4])
+        st.layer_vectors(hidden, "2,3,4", [1, 4])
     with pytest.raises(ValueError, match="holds 3 vectors but records the blocks 2,3"):
-        st.layer_vectors(hidden, [2, 3], None)
+        st.layer_vectors(hidden, "2,3", None)
     with pytest.raises(ValueError, match="holds 3 vectors but records the blocks 2,2,3"):
-        st.layer_vectors(hidden, [2, 2, 3], None)
+        st.layer_vectors(hidden, "2,2,3", None)
+    with pytest.raises(ValueError, match="records the blocks 'two'; expected 0-based block numbers"):
+        st.layer_vectors(hidden, "two", None)
+
+
+def test_layer_vectors_must_fit_the_model_they_steer():
+    """Blocks past the model's last are refused, naming the model; without a model (a file to write) any block
+    goes."""
+    hidden = torch.ones(2, 4)
+    assert list(st.layer_vectors(hidden, "3,5", None, count=6)) == [3, 5]
+    with pytest.raises(ValueError, match=r"direction has vectors for block 5, but lm 'x' has 4 blocks \(0 to 3\)"):
+        st.layer_vectors(hidden, "3,5", None, count=4, owner="lm 'x'")
+    assert list(st.layer_vectors(hidden, "3,5", None)) == [3, 5]
+    with pytest.raises(ValueError, match="block 9, but this model has 4 blocks"):
+        st.layer_vectors(torch.ones(4), "", [9], count=4)
 
 
 # ---- adding vectors -----------------------------------------------------------------------------------------------
