@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core.tokens import tile_tokens
-from .unet_blocks import active
+from .schedule_window import active
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ from comfy_api.latest import io
 from ..core import style
 from .common import CATEGORY, new_latent, parse_channels, timestep_mixed_conditioning
 from .dit_blocks import dit_blocks, dit_preset_blocks, patch_dit, require_text_width
+from .schedule_window import sigma_window, window_error, window_inputs
 from .unet_blocks import (PRESET_TIPS, PRESETS, CrossAttentionMix, SharedSelfAttention, attention_blocks, is_unet,
-                          parse_block_weights, preset_blocks, sigma_window)
+                          parse_block_weights, preset_blocks)
 
 FAMILY = f"{CATEGORY}/style"
 # On the reference family the layout (place, background) is settled by 0.55 of the schedule, the colour by 0.85,
@@ -17,15 +18,6 @@ FAMILY = f"{CATEGORY}/style"
 # colour from style.
 DEFAULT_CUTOFF = 0.6
 LATENT_MODES = ("adain", "frequency", "channels")
-
-
-def _window_inputs():
-    return [
-        io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
-                       tooltip="Where in the schedule the patch starts acting (0: the first, noisiest step)"),
-        io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
-                       tooltip="Where in the schedule the patch stops acting (1: the last step)"),
-    ]
 
 
 class StyleMix(io.ComfyNode):
@@ -94,10 +86,14 @@ class StyleMixBlocks(io.ComfyNode):
                                 tooltip="Extra or overriding blocks, e.g. 'input_8, output_1:0.5' (name or "
                                         "name:weight; all = every block); names as ComfyUI's block patches use "
                                         "them. Added to the preset; alone with custom"),
-                *_window_inputs(),
+                *window_inputs(),
             ],
             outputs=[io.Model.Output(display_name="model", tooltip="The model with the block patch")],
         )
+
+    @classmethod
+    def validate_inputs(cls, start_percent, end_percent):
+        return window_error(start_percent, end_percent) or True
 
     @classmethod
     def execute(cls, model, style, blocks, weight, block_weights, start_percent, end_percent) -> io.NodeOutput:
@@ -188,7 +184,7 @@ class StyleAlign(io.ComfyNode):
                 io.Boolean.Input("normalise", default=True,
                                  tooltip="Give every picture's queries and keys the first picture's statistics "
                                          "(AdaIN) before they meet, as StyleAligned does"),
-                *_window_inputs(),
+                *window_inputs(),
                 io.Float.Input("strength", default=1.0, min=0.1, max=100.0, step=0.1,
                                tooltip="How much the first picture's tokens count against each picture's own (1: "
                                        "as in StyleAligned, equally; higher pulls harder towards it)"),
@@ -196,6 +192,10 @@ class StyleAlign(io.ComfyNode):
             outputs=[io.Model.Output(display_name="model",
                                      tooltip="The model with shared attention; sample a batch of 2 or more")],
         )
+
+    @classmethod
+    def validate_inputs(cls, start_percent, end_percent):
+        return window_error(start_percent, end_percent) or True
 
     @classmethod
     def execute(cls, model, normalise, start_percent, end_percent, strength) -> io.NodeOutput:

@@ -12,6 +12,7 @@ from comfy.ldm.modules.attention import optimized_attention, optimized_attention
 
 from ..core.style import shared_attention
 from ..core.tokens import common_length, tile_tokens
+from .schedule_window import active
 
 PRESETS = ("style", "composition", "coarse", "fine")
 PRESET_TIPS = {
@@ -103,22 +104,6 @@ def parse_block_weights(text: str, blocks: list, default: float,
                              f"{', '.join(known)} (or all)")
         weights.update({target: weight for target in targets})
     return weights
-
-
-def sigma_window(model_patcher, start_percent: float, end_percent: float) -> tuple[float, float]:
-    """The noise levels between which a patch acts: ComfyUI's own percent-of-schedule convention."""
-    if end_percent < start_percent:
-        raise ValueError(f"end_percent ({end_percent}) is before start_percent ({start_percent}); expected "
-                         "start_percent ≤ end_percent")
-    sampling = model_patcher.get_model_object("model_sampling")
-    return float(sampling.percent_to_sigma(start_percent)), float(sampling.percent_to_sigma(end_percent))
-
-
-def active(extra_options: dict, window: tuple[float, float]) -> bool:
-    """Whether the current noise level (the patch's ``extra_options`` / ``transformer_options``) lies in the window."""
-    start, end = window
-    sigma = float(extra_options["sigmas"].max())
-    return end <= sigma <= start
 
 
 class CrossAttentionMix:
