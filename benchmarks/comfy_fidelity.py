@@ -2,7 +2,7 @@
 family loaded by the pack's Reference Model Loader, judged by the pixel oracle and compared with the engine.
 
 COMFYUI_PATH=/path/to/ComfyUI python benchmarks/comfy_fidelity.py [--json]
-    [--only tour|text_to_image|directions|style|optimize|steer]
+    [--only tour|text_to_image|directions|style|optimize|steer|guidance|sega]
 
 Runs in the Python that runs that ComfyUI, with the engine's libraries (diffusers, open_clip) installed beside it.
 """
@@ -20,9 +20,11 @@ from typing import Callable
 import torch
 
 from _bootstrap import load_pack, report
+from _guidance_bench import comfy_guidance_figures
 from _optimize_fidelity import EDIT, KEEP_WEIGHT, OPTIMISE_SEED, PICTURES, TARGET, THRESHOLD, VIEWS, edit_scenes
 from _steer_fidelity import (CLIP_LAYERS, CLIP_NEGATIVE, CLIP_PICTURES, CLIP_POSITIONS, CLIP_POSITIVE,
                              CLIP_STRENGTH, KEPT, STEER_SEED, clip_scenes)
+from _sega_bench import comfy_sega_figures
 from _style_fidelity import CUTOFFS, KEY_NAMES, STYLE_SEED, pair_seeds, prompt_pairs
 
 load_pack()
@@ -40,7 +42,7 @@ DIRECTION_STRENGTH = 1.0
 RANDOM_DIRECTION_FILE = "comfy_fidelity_random.safetensors"
 # Per caption: no direction, the prompt-made red→blue direction, a random direction of the same size.
 VARIANTS = ("plain", "text", "random")
-PARTS = ("tour", "text_to_image", "directions", "style", "optimize", "steer")
+PARTS = ("tour", "text_to_image", "directions", "style", "optimize", "steer", "guidance", "sega")
 # The first of _style_fidelity's pairs, each sampled as one batch from its seed (the first picture's noise is the
 # engine's for that pair): a batch costs less per picture than single pictures, and each variant has 16 pictures.
 STYLE_PAIRS, PAIR_BATCH = 4, 4
@@ -507,7 +509,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         comfy = start_comfyui(Path(work))
         parts = {"tour": tour_figures, "text_to_image": text_to_image_figures, "directions": direction_figures,
-                 "style": style_figures, "optimize": optimize_figures, "steer": steer_figures}
+                 "style": style_figures, "optimize": optimize_figures, "steer": steer_figures,
+                 "guidance": comfy_guidance_figures, "sega": comfy_sega_figures}
         figures = {}
         for name in [args.only] if args.only else PARTS:
             figures.update(parts[name](comfy))

@@ -9,8 +9,11 @@ import torch
 
 from _bootstrap import EVALUATION_SEED, load_pack, report
 from _direction_fidelity import text_direction_figures
+from _guidance_bench import guidance_figures
 from _latent_direction_fidelity import latent_direction_figures
+from _noise_bench import noise_figures
 from _optimize_fidelity import optimize_figures
+from _sega_bench import sega_figures
 from _steer_fidelity import steer_figures
 from _style_fidelity import style_figures
 
@@ -87,7 +90,7 @@ def main() -> None:
     args = parser.parse_args()
     report({**interpolation_figures(), **reference_world_figures(), **reference_family_figures(),
             **text_direction_figures(), **latent_direction_figures(), **style_figures(), **optimize_figures(),
-            **steer_figures()},
+            **steer_figures(), **guidance_figures(), **sega_figures(), **noise_figures()},
            args.json)
 
 

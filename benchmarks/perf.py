@@ -4,7 +4,9 @@ where COMFYUI_PATH names a ComfyUI, ComfyUI's KSampler on the reference model pa
 Style Align Batch against the unpatched model (on the CPU, where the tests' harness runs ComfyUI); a Latent
 Optimize step through the engine against the same step written by hand; the peak memory of a Noise Optimize
 iteration with gradient checkpointing against without; a causal LM writing with a steering vector against without;
-and, with ComfyUI, CLIPTextEncode on a Text Steer clone against the plain CLIP.
+and, with ComfyUI, CLIPTextEncode on a Text Steer clone against the plain CLIP, KSampler on a model guided by
+Guided Noise Inject (x0 and exact mode) against the plain model, and Semantic Guidance's concepts batched with the
+prompt against one model call per concept.
 
 [COMFYUI_PATH=/path/to/ComfyUI] python benchmarks/perf.py [--json]
 """
@@ -20,6 +22,8 @@ from pathlib import Path
 import torch
 
 from _bootstrap import load_pack, report
+from _guidance_bench import guidance_perf_figures
+from _sega_bench import sega_perf_figures
 
 load_pack()
 from latent_space_control.core.adapters import open_clip_text_encoder  # noqa: E402
@@ -101,55 +105,47 @@ def direction_perf_figures(device) -> dict:
 STYLE_PICTURE_SIZE, STYLE_BATCH, STYLE_STEPS = 64, 4, 20
 
 
-def style_perf_figures() -> dict:
+def style_perf_figures(comfy) -> dict:
     """KSampler (euler, karras, cfg 4) with the model patched by Style Mix by Block (its defaults: the style preset)
     and by Style Align Batch (its defaults), each against the unpatched model; the nodes' outputs come from one
     executed prompt, and the KSampler node itself is timed on them."""
-    if not os.environ.get("COMFYUI_PATH"):
-        print("perf.py: COMFYUI_PATH is not set; style_block_overhead and style_align_overhead need ComfyUI and are "
-              "left out", file=sys.stderr)
-        return {}
-    from comfy_fidelity import start_comfyui
+    loader = ["loader", 0]
+    nodes = {
+        "loader": {"class_type": "LSC_ReferenceModelLoader", "inputs": {}},
+        "positive": {"class_type": "CLIPTextEncode", "inputs": {
+            "clip": ["loader", 1], "text": "a large red circle in the middle, white background"}},
+        "negative": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["loader", 1], "text": ""}},
+        "style": {"class_type": "CLIPTextEncode", "inputs": {
+            "clip": ["loader", 1], "text": "a large blue square in the middle, white background"}},
+        "latent": {"class_type": "LSC_EmptyLatentForVAE", "inputs": {
+            "vae": ["loader", 2], "width": STYLE_PICTURE_SIZE, "height": STYLE_PICTURE_SIZE,
+            "batch_size": STYLE_BATCH}},
+        "blocks": {"class_type": "LSC_StyleMixBlocks", "inputs": {
+            "model": loader, "style": ["style", 0], "blocks": "style", "weight": 1.0, "block_weights": "",
+            "start_percent": 0.0, "end_percent": 1.0}},
+        "align": {"class_type": "LSC_StyleAlign", "inputs": {
+            "model": loader, "normalise": True, "start_percent": 0.0, "end_percent": 1.0, "strength": 1.0}},
+    }
+    slots = {"plain": loader, "blocks": ["blocks", 0], "align": ["align", 0], "positive": ["positive", 0],
+             "negative": ["negative", 0], "latent": ["latent", 0]}
+    for label, source in slots.items():
+        nodes[f"capture_{label}"] = {"class_type": "LSCTest_Capture", "inputs": {"value": source, "label": label}}
+    result = comfy.run(nodes)
+    if not result.ok:
+        raise RuntimeError(f"ComfyUI failed: {result.error}")
+    made = result.captured
+    ksampler = comfy.node_class("KSampler")()
 
-    with tempfile.TemporaryDirectory() as work:
-        comfy = start_comfyui(Path(work))
-        loader = ["loader", 0]
-        nodes = {
-            "loader": {"class_type": "LSC_ReferenceModelLoader", "inputs": {}},
-            "positive": {"class_type": "CLIPTextEncode", "inputs": {
-                "clip": ["loader", 1], "text": "a large red circle in the middle, white background"}},
-            "negative": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["loader", 1], "text": ""}},
-            "style": {"class_type": "CLIPTextEncode", "inputs": {
-                "clip": ["loader", 1], "text": "a large blue square in the middle, white background"}},
-            "latent": {"class_type": "LSC_EmptyLatentForVAE", "inputs": {
-                "vae": ["loader", 2], "width": STYLE_PICTURE_SIZE, "height": STYLE_PICTURE_SIZE,
-                "batch_size": STYLE_BATCH}},
-            "blocks": {"class_type": "LSC_StyleMixBlocks", "inputs": {
-                "model": loader, "style": ["style", 0], "blocks": "style", "weight": 1.0, "block_weights": "",
-                "start_percent": 0.0, "end_percent": 1.0}},
-            "align": {"class_type": "LSC_StyleAlign", "inputs": {
-                "model": loader, "normalise": True, "start_percent": 0.0, "end_percent": 1.0, "strength": 1.0}},
-        }
-        slots = {"plain": loader, "blocks": ["blocks", 0], "align": ["align", 0], "positive": ["positive", 0],
-                 "negative": ["negative", 0], "latent": ["latent", 0]}
-        for label, source in slots.items():
-            nodes[f"capture_{label}"] = {"class_type": "LSCTest_Capture", "inputs": {"value": source, "label": label}}
-        result = comfy.run(nodes)
-        if not result.ok:
-            raise RuntimeError(f"ComfyUI failed: {result.error}")
-        made = result.captured
-        ksampler = comfy.node_class("KSampler")()
+    def sample(model):
+        def run():
+            with torch.inference_mode():  # as ComfyUI's executor runs every node
+                ksampler.sample(model, 1, STYLE_STEPS, 4.0, "euler", "karras", made["positive"],
+                                made["negative"], made["latent"])
+        return run
 
-        def sample(model):
-            def run():
-                with torch.inference_mode():  # as ComfyUI's executor runs every node
-                    ksampler.sample(model, 1, STYLE_STEPS, 4.0, "euler", "karras", made["positive"],
-                                    made["negative"], made["latent"])
-            return run
-
-        cpu = torch.device("cpu")
-        blocks, block_plain = compare(sample(made["blocks"]), sample(made["plain"]), cpu, repeats=3)
-        align, align_plain = compare(sample(made["align"]), sample(made["plain"]), cpu, repeats=3)
+    cpu = torch.device("cpu")
+    blocks, block_plain = compare(sample(made["blocks"]), sample(made["plain"]), cpu, repeats=3)
+    align, align_plain = compare(sample(made["align"]), sample(made["plain"]), cpu, repeats=3)
     return {"style_block_overhead": blocks / block_plain, "style_align_overhead": align / align_plain,
             "style_block_seconds": blocks, "style_block_plain_seconds": block_plain,
             "style_align_seconds": align, "style_align_plain_seconds": align_plain}
@@ -296,50 +292,43 @@ def steer_generation_figures(device) -> dict:
 STEER_ENCODE_REPEATS = 15
 
 
-def steer_encode_figures() -> dict:
+def steer_encode_figures(harness) -> dict:
     """CLIPTextEncode through a Text Steer clone (its defaults: a red-vs-blue vector at the default block, strength
     2, the prompt's tokens) against
     the plain CLIP, on ComfyUI's own SD1 text encoder at CLIP-L size (12 blocks, 768 wide; random weights) and on
     the reference CLIP. Each CLIP encodes a run of six prompts in turn, so the steered block is swapped in and out
     once per six prompts, as when a workflow encodes a positive through the steered CLIP and a negative through the
     plain one."""
-    if not os.environ.get("COMFYUI_PATH"):
-        print("perf.py: COMFYUI_PATH is not set; steer_encode_overhead needs ComfyUI and is left out", file=sys.stderr)
-        return {}
-    from comfy_fidelity import start_comfyui
+    from tiny_clips import _clip  # on the path once the harness started ComfyUI
+    import comfy.sd1_clip
+    from latent_space_control.nodes.reference import load_reference_family
+    from latent_space_control.reference.models import WEIGHTS
 
-    with tempfile.TemporaryDirectory() as work:
-        harness = start_comfyui(Path(work))
-        from tiny_clips import _clip  # on the path once the harness started ComfyUI
-        import comfy.sd1_clip
-        from latent_space_control.nodes.reference import load_reference_family
-        from latent_space_control.reference.models import WEIGHTS
-
+    with torch.inference_mode():
+        clip_l = _clip(comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel, {}, seed=5)
+        reference = load_reference_family(WEIGHTS)[1]
+    vector_node = harness.node_class("LSC_SteerVectorFromPrompts")
+    steer_node = harness.node_class("LSC_TextSteer")
+    encode_node = harness.node_class("CLIPTextEncode")()
+    prompts = [f"a {size} {colour} circle" for size in ("small", "large") for colour in ("green", "cyan", "yellow")]
+    figures = {}
+    for label, clip in (("", clip_l), ("_reference", reference)):
         with torch.inference_mode():
-            clip_l = _clip(comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel, {}, seed=5)
-            reference = load_reference_family(WEIGHTS)[1]
-        vector_node = harness.node_class("LSC_SteerVectorFromPrompts")
-        steer_node = harness.node_class("LSC_TextSteer")
-        encode_node = harness.node_class("CLIPTextEncode")()
-        prompts = [f"a {size} {colour} circle" for size in ("small", "large") for colour in ("green", "cyan", "yellow")]
-        figures = {}
-        for label, clip in (("", clip_l), ("_reference", reference)):
-            with torch.inference_mode():
-                direction = vector_node.execute(clip, "red", "blue", "none", "", "auto", "auto",
-                                                "mean_difference").result[0]
-                steered_clip = steer_node.execute(clip, direction, 2.0, "", "prompt_tokens").result[0]
+            direction = vector_node.execute(clip, "red", "blue", "none", "", "auto", "auto",
+                                            "mean_difference").result[0]
+            steered_clip = steer_node.execute(clip, direction, 2.0, "", "prompt_tokens").result[0]
 
-            def encode(which):
-                def run():
-                    with torch.inference_mode():
-                        for prompt in prompts:
-                            encode_node.encode(which, prompt)
-                return run
+        def encode(which):
+            def run():
+                with torch.inference_mode():
+                    for prompt in prompts:
+                        encode_node.encode(which, prompt)
+            return run
 
-            steered, plain = compare(encode(steered_clip), encode(clip), torch.device("cpu"), STEER_ENCODE_REPEATS)
-            figures[f"steer_encode_overhead{label}"] = steered / plain
-            figures[f"steer_encode_seconds{label}"] = steered / len(prompts)
-            figures[f"steer_encode_plain_seconds{label}"] = plain / len(prompts)
+        steered, plain = compare(encode(steered_clip), encode(clip), torch.device("cpu"), STEER_ENCODE_REPEATS)
+        figures[f"steer_encode_overhead{label}"] = steered / plain
+        figures[f"steer_encode_seconds{label}"] = steered / len(prompts)
+        figures[f"steer_encode_plain_seconds{label}"] = plain / len(prompts)
     return figures
 
 
@@ -352,11 +341,21 @@ def main() -> None:
                "torch_threads": torch.get_num_threads()}
     figures.update(interpolation_figures(device))
     figures.update(direction_perf_figures(device))
-    figures.update(style_perf_figures())
     figures.update(optimisation_perf_figures(device))
     figures.update(checkpoint_figures())
     figures.update(steer_generation_figures(device))
-    figures.update(steer_encode_figures())
+    if os.environ.get("COMFYUI_PATH"):
+        from comfy_fidelity import start_comfyui
+
+        # One harness for every ComfyUI figure: the pack registers its nodes under the first harness's folder.
+        with tempfile.TemporaryDirectory() as work:
+            comfy = start_comfyui(Path(work))
+            for measure in (style_perf_figures, steer_encode_figures, guidance_perf_figures, sega_perf_figures):
+                figures.update(measure(comfy))
+    else:
+        print("perf.py: COMFYUI_PATH is not set; the figures measured through ComfyUI (style_*_overhead, "
+              "steer_encode_overhead, guide_*_overhead, sega_batched_vs_sequential_speedup) are left out",
+              file=sys.stderr)
     report(figures, args.json)
 
 

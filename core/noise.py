@@ -1,4 +1,5 @@
-"""Seeded noise as ComfyUI makes it, and seed travel: noise that moves from one seed's noise to the next."""
+"""Seeded noise as ComfyUI makes it, seed travel (noise that moves from one seed's noise to the next), and noise
+tilted along a direction."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Sequence
 
 import torch
 
+from .directions import apply_to_latent
 from .interpolation import ease, interpolate
 
 
@@ -54,3 +56,22 @@ def noise_travel(seeds: Sequence[int], sample_shape: Sequence[int], frames: int,
         u = ease((i - anchors[k]) / (anchors[k + 1] - anchors[k]), easing)
         out[row] = interpolate(noise(k), noise(k + 1), u, "variance_preserving", start_dim=0)
     return out
+
+
+def tilted_noise(noise: torch.Tensor, direction: torch.Tensor, strength: float,
+                 name: str = "direction") -> torch.Tensor:
+    """Noise moved ``strength`` standard deviations along a latent ``direction`` [C, *spatial] (resized to the noise's
+    size if found at another), then scaled back to each item's own norm, so it stays on the Gaussian shell a sampler
+    expects: n' = |n| (n + s u) / |n + s u| with u the unit direction. Strength 0 gives ``noise`` itself."""
+    if direction.shape[0] != noise.shape[1]:
+        raise ValueError(f"{name} has {direction.shape[0]} channels but the latent has {noise.shape[1]}; expected a "
+                         "latent direction made from this model's latents")
+    if strength == 0:
+        return noise
+    fitted = apply_to_latent(torch.zeros_like(noise[:1], dtype=torch.float32), direction, 1.0, name="noise")[0]
+    length = fitted.norm()
+    if length == 0:
+        raise ValueError(f"{name} is zero at the latent's size; expected a direction that points somewhere")
+    moved = noise.float() + strength * (fitted / length)  # unit Gaussian noise has std 1 along any unit vector
+    items = noise.float().flatten(1).norm(dim=1) / moved.flatten(1).norm(dim=1)
+    return (moved * items.reshape(-1, *([1] * (noise.ndim - 1)))).to(noise.dtype)

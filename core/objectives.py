@@ -5,7 +5,7 @@ An ``Objective`` is a set of weighted ``Term``s (minimised together) and of ``Co
 reads one number per batch item from a ``Candidate`` — the latent being optimised, the picture it decodes to, and the
 latent the optimisation started from — and turns that reading into a loss: CLIP similarity (higher is better, loss
 1 − similarity), a distance (lower is better, loss = distance), an amount along a direction (loss: the squared gap to
-a target amount). The same objective drives LatentOptimize and, later, guidance during sampling.
+a target amount). The same objective drives LatentOptimize and guidance during sampling.
 
 Constants a term holds (text embeddings, reference pictures) must be ordinary tensors, not inference tensors: they
 take part in backward passes (comfyui-contract.md §3.5).
@@ -142,9 +142,14 @@ def evaluate(objective: Objective, latent: torch.Tensor, start: torch.Tensor, st
             raise ValueError(f"the objective ({objective.describe()}) scores pictures but no decoder was given; "
                              "expected a VAE")
         image = decode(latent)
-    candidate = Candidate(latent, image, start, start_image)
-    readings = {term.name: term.reading(candidate).reshape(latent.shape[0]) for term in objective.every_term()}
-    loss = latent.new_zeros(latent.shape[0], dtype=torch.float32)
+    return score(objective, Candidate(latent, image, start, start_image))
+
+
+def score(objective: Objective, candidate: Candidate) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Every term's reading [B] (by name) and the weighted loss [B] of the objective's terms at ``candidate``."""
+    batch = candidate.latent.shape[0]
+    readings = {term.name: term.reading(candidate).reshape(batch) for term in objective.every_term()}
+    loss = candidate.latent.new_zeros(batch, dtype=torch.float32)
     for term in objective.terms:
         loss = loss + term.weight * term.loss(readings[term.name]).float()
     return readings, loss

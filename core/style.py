@@ -63,6 +63,21 @@ def schedule_position(sigma: float, sigmas: torch.Tensor) -> float:
     return 1.0 - float(timestep) / (len(sigmas) - 1)
 
 
+
+def schedule_sigma(position: float, sigmas: torch.Tensor) -> float:
+    """The noise level at ``position`` of a discrete-step model's schedule (``sigmas`` rising), the inverse of
+    ``schedule_position`` and ComfyUI's ``percent_to_sigma``: at 0 (the start) every level is still to come (inf), at 1
+    none is (0); between, the fractional training step (1 − position) × (steps − 1), interpolated in log sigma."""
+    if position <= 0:
+        return float("inf")
+    if position >= 1:
+        return 0.0
+    log_sigmas = sigmas.double().log()
+    step = (1 - position) * (len(sigmas) - 1)
+    low = int(step)
+    high = min(low + 1, len(sigmas) - 1)
+    return float((log_sigmas[low] + (step - low) * (log_sigmas[high] - log_sigmas[low])).exp())
+
 def crossfaded_denoiser(structure: Denoiser, style: Denoiser, position: Callable[[float], float], cutoff: float,
                         window: float = 0.0) -> Denoiser:
     """The denoiser of timestep mixing: ``structure``'s prediction before ``cutoff`` of the schedule, ``style``'s

@@ -5,13 +5,14 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 
 from .. import __version__
-from . import directions, interpolate, llm, open_clip, optimize, reference, steer, style
+from . import directions, guidance, interpolate, llm, noise, open_clip, optimize, reference, semantic_guidance, steer, style
 from .compat import log
 
 
 class LatentSpaceControlExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         node_list = [*interpolate.NODES, *reference.NODES, *directions.NODES, *open_clip.NODES,
-                     *style.NODES, *optimize.NODES, *steer.NODES, *llm.NODES]
+                     *style.NODES, *optimize.NODES, *steer.NODES, *llm.NODES,
+                     *guidance.NODES, *semantic_guidance.NODES, *noise.NODES]
         log.info("Latent Space Control %s: %d nodes", __version__, len(node_list))
         return node_list

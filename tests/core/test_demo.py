@@ -21,9 +21,9 @@ from latent_space_control.core.directions import TEMPLATES
 from latent_space_control.core.steering import (default_block, example_states, generate_text, hidden_states,
                                                  pooled_states, position_mask, steering, steering_vector,
                                                  transformer_blocks)
-from latent_space_control.demo import (conditioning_interpolate_panel, direction_panel, latent_interpolate_panel,
-                                       latent_keyframes_panel, noise_travel_panel, optimize_panel, render_demo,
-                                       steer_panel, style_panel)
+from latent_space_control.demo import (conditioning_interpolate_panel, direction_panel, guidance_panel,
+                                       latent_interpolate_panel, latent_keyframes_panel, noise_travel_panel,
+                                       optimize_panel, render_demo, steer_panel, style_panel)
 from latent_space_control.demo.frames import reading_text
 from latent_space_control.demo.page import write_png
 from latent_space_control.demo.reference_panel import showcase_scenes
@@ -104,7 +104,7 @@ def test_every_node_shown_has_a_panel_headed_by_its_display_name(demo):
     assert re.findall(r"<h2>([^<]+)</h2>", text) == [
         "Reference world", "Latent Interpolate (LSC)", "Latent Keyframes (LSC)", "Noise Travel (LSC)",
         "Conditioning Interpolate (LSC)", "Direction Sweep (LSC)", "Style Mix by Timestep (LSC)",
-        "Latent Optimize (LSC)", "Text Steer (LSC)"]
+        "Latent Optimize (LSC)", "Text Steer (LSC)", "Guided Noise Inject (LSC)"]
 
 
 def test_reference_panel_shows_generated_pictures_with_oracle_readings(demo):
@@ -531,3 +531,33 @@ def test_text_steer_panel_steers_the_lm_mood_and_clip_colour_and_sweeps_strength
         assert joyful_counts[0] == 13 and joyful_counts[2:] == grammatical[2:]
         assert all(14 <= count <= 15 for count in grammatical[2:5])
     assert [rows["block 0: in the language"][5:], rows["block 1: in the language"][5:]] == [[9, 2], [8, 1]]
+
+
+def test_guided_noise_inject_panel_turns_open_colour_prompts_green_and_lands_the_mixture_on_its_target(demo, family):
+    out, text = demo
+    text = panel(text, "LSC_GuidedNoiseInject")
+    scenes = guidance_panel.open_colour_scenes()
+    plain, guided = frames(out, text, "guidance_plain"), frames(out, text, "guidance_guided")
+    assert len(plain) == len(guided) == len(scenes) == 8
+    # The plain row is the family's own sampler from the panel's seed, the prompts with the colour left out.
+    prompts = [scene.prompt(["size", "position", "background"]) for scene in scenes]
+    assert [frame["label"] for frame in plain] == prompts
+    with torch.inference_mode():
+        noise = seeded_noise(guidance_panel.NOISE_SEED, (len(scenes), *models.LATENT_SHAPE))
+        pictures = family.decode(family.sample_latents(family.encode_text(prompts).hidden_states, noise)).clamp(0, 1)
+    for frame, picture in zip(plain, to_bytes(pictures)):
+        assert pixel_gap(frame["pixels"], picture) <= 1
+    green = [sum("green" in frame["reading"] for frame in row) for row in (plain, guided)]
+    assert green[1] >= 6 and green[1] >= green[0] + 4, green
+    kept = sum(frame["reading"].startswith(f"{scene.size} ") and frame["reading"].endswith(
+        f"{scene.shape}, {scene.position}, {scene.background}") for frame, scene in zip(guided, scenes))
+    assert kept >= 7
+    assert figure(text, "plain pictures read green") == f"{green[0]} of 8"
+    assert figure(text, "guided pictures read green") == f"{green[1]} of 8"
+    plain_share, guided_share = map(float, figure(text, "analytic world: samples in the target component, plain → "
+                                                        "guided").split(" → "))
+    assert plain_share < 0.3 and guided_share >= 0.9
+    # The mode histogram (3 components × weights, plain, guided, and a legend) and the schedule's four shapes.
+    histogram, curves = re.findall(r"<svg.*?</svg>", text, re.S)
+    assert histogram.count("<rect") == 3 * 3 + 3
+    assert all(shape in curves for shape in ("constant", "ramp_down", "ramp_up", "bell"))

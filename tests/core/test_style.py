@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from latent_space_control.core.adapters import sigmas_from_alphas_cumprod
 from latent_space_control.core.style import (adain, channel_mix, crossfade_segments, crossfade_weight,
                                              crossfaded_denoiser, frequency_mix, low_frequencies, schedule_position,
+                                             schedule_sigma,
                                              shared_attention)
 
 
@@ -113,6 +114,15 @@ def test_schedule_position_counts_as_comfyui_does():
         assert schedule_position(comfy_percent_to_sigma(percent, sigmas), sigmas) == pytest.approx(percent, abs=1e-6)
     positions = [schedule_position(sigma, sigmas) for sigma in (14.0, 5.0, 1.616, 0.5, 0.1)]
     assert all(b > a for a, b in zip(positions, positions[1:]))  # less noise, later in the schedule
+
+
+def test_schedule_sigma_is_comfyuis_percent_to_sigma():
+    sigmas = sd15_sigmas()
+    assert schedule_sigma(0.0, sigmas) == float("inf") and schedule_sigma(1.0, sigmas) == 0.0
+    assert schedule_sigma(0.5, sigmas) == pytest.approx(1.616, abs=1e-3)
+    for percent in (0.001, 0.1, 0.25, 0.5, 0.7, 0.9, 0.999):
+        assert schedule_sigma(percent, sigmas) == pytest.approx(comfy_percent_to_sigma(percent, sigmas), rel=1e-6)
+        assert schedule_position(schedule_sigma(percent, sigmas), sigmas) == pytest.approx(percent, abs=1e-6)
 
 
 # Cross-faded denoising

@@ -384,7 +384,7 @@ BAD_CASES += [
      "execution", "m", ["channels", "red", "expected"]),
     ("LatentStyleMix: channel 9 of a 4-channel latent",
      probed("m", la=latent(1), lb=latent(2), m=latent_mix("channels", "2, 9")),
-     "execution", "m", ["channels", r"\b9\b", "expected|0\.\.3"]),
+     "execution", "m", ["channels", r"\b9\b", r"expected|0\.\.3"]),
     ("LatentStyleMix: NaN in latent_a (FCheck_PoisonLatent)",
      probed("m", **poisoned_latents(1), lb=latent(2), m=latent_mix(a="nan")),
      "execution", "m", ["latent_a", "nan", "expected"]),
@@ -552,6 +552,97 @@ BAD_CASES += [
      "execution", "l", [NOT_GGUF, "not a GGUF"]),
 ]
 
+
+
+# ---- guidance and noise injection -----------------------------------------------------------------------------------
+
+def guided(start=0.0, end=1.0, strength=0.5, vae=True):
+    """Guided Noise Inject on the tiny checkpoint with a CLIP text objective (the reference open_clip)."""
+    inputs = dict(model=["ckpt", 0], objective=["obj", 0], strength=strength, start_percent=start, end_percent=end,
+                  schedule="constant", mode="x0", decode_scale=1.0)
+    return n("LSC_GuidedNoiseInject", **inputs, **({"vae": ["ckpt", 2]} if vae else {}))
+
+
+def guided_probe(**guided_inputs) -> dict:
+    return probed("g", oc=n("LSC_OpenCLIPLoader", architecture=REFERENCE_CLIP, weights=REFERENCE_WEIGHTS),
+                  obj=clip_text_objective(), g=guided(**guided_inputs))
+
+
+def noise_inject(steps="", start=0.0, end=1.0, amount=0.5):
+    return n("LSC_NoiseInject", model=["ckpt", 0], amount=amount, seed=1, start_percent=start, end_percent=end,
+             steps=steps)
+
+
+def directional_noise(direction="d"):
+    return n("LSC_DirectionalNoise", direction=[direction, 0], seed=1, strength=4.0)
+
+
+BAD_CASES += [
+    ("GuidedNoiseInject: a CLIP objective with no vae", guided_probe(vae=False), "execution", "g",
+     ["vae", "expected"]),
+    ("GuidedNoiseInject: end_percent 0.2 before start_percent 0.6", guided_probe(start=0.6, end=0.2),
+     "validation", "g", ["end_percent", "start_percent", "expected"]),
+    ("GuidedNoiseInject: strength 20 (max 10)", guided_probe(strength=20.0), "validation", "g",
+     ["strength", "max|expected"]),
+    ("NoiseInject: steps '2,x'", probed("ni", ni=noise_inject("2,x")), "execution", "ni",
+     ["steps", "2,x", "expected"]),
+    ("NoiseInject: steps '7-5' runs backwards", probed("ni", ni=noise_inject("7-5")), "execution", "ni",
+     ["steps", "7-5", "expected"]),
+    ("NoiseInject: amount 2 (max 1)", probed("ni", ni=noise_inject(amount=2.0)), "any", "ni",
+     ["amount", "max|expected"]),
+    ("NoiseInject: end_percent 0.2 before start_percent 0.7", probed("ni", ni=noise_inject(start=0.7, end=0.2)),
+     "validation", "ni", ["end_percent", "start_percent", "expected"]),
+    ("DirectionalNoise: a conditioning direction (Direction from CLIP)",
+     probed("dn", d=from_clip(), dn=directional_noise()),
+     "execution", "dn", ["direction", "conditioning", "expected a latent"]),
+    ("DirectionalNoise: 4-channel direction, 16-channel latent (reported by the sampler that draws the noise)",
+     {"ckpt": tiny(), "pos": clip_text("a fox"), "neg": clip_text(""), "a": latent(1), "b": latent(2),
+      "d": n("LSC_DirectionFromLatents", latent_with=["a", 0], latent_without=["b", 0]), "dn": directional_noise(),
+      "lat": latent(3, channels=16),
+      "guider": n("CFGGuider", model=["ckpt", 0], positive=["pos", 0], negative=["neg", 0], cfg=1.0),
+      "sampler": n("KSamplerSelect", sampler_name="euler"),
+      "sigmas": n("BasicScheduler", model=["ckpt", 0], scheduler="simple", steps=1, denoise=1.0),
+      "sample": n("SamplerCustomAdvanced", noise=["dn", 0], guider=["guider", 0], sampler=["sampler", 0],
+                  sigmas=["sigmas", 0], latent_image=["lat", 0]), "out": capture("sample", "bad")},
+     "execution", "sample", ["direction", r"\b4\b", r"\b16\b", "expected"]),
+]
+
+
+def semantic_guidance(model="ckpt", concept="concept", start=0.0, end=1.0, scale=7.5):
+    return n("LSC_SemanticGuidance", model=[model, 0], concept=[concept, 0], direction="add", scale=scale,
+             threshold=0.5, start_percent=start, end_percent=end, momentum_scale=0.0, momentum_beta=0.6)
+
+
+def guided_ksampler(**nodes) -> dict:
+    """Semantic Guidance (node "g", from ``nodes``) feeding a KSampler (node "k") on the tiny checkpoint, 2 steps."""
+    return {"ckpt": tiny(), "pos": clip_text("a fox"), "neg": clip_text("blurry"), "latent": empty(), **nodes,
+            "k": n("KSampler", model=["g", 0], positive=["pos", 0], negative=["neg", 0], latent_image=["latent", 0],
+                   seed=1, steps=2, cfg=5.0, sampler_name="euler", scheduler="karras", denoise=1.0),
+            "out": capture("k", "bad")}
+
+
+BAD_CASES += [
+    ("SemanticGuidance: end_percent 0.2 before start_percent 0.6",
+     probed("g", concept=clip_text("red"), g=semantic_guidance(start=0.6, end=0.2)),
+     "validation", "g", ["end_percent", "start_percent", "expected"]),
+    ("SemanticGuidance: scale -1 (min 0)", probed("g", concept=clip_text("red"), g=semantic_guidance(scale=-1.0)),
+     "validation", "g", ["scale", "min|expected"]),
+    # The concept's width can only be compared with the prompt's once the sampler holds both: KSampler reports it,
+    # naming the Semantic Guidance concept.
+    ("SemanticGuidance: a concept of the 64-wide reference CLIP on the tiny 32-wide prompt (reported by KSampler)",
+     guided_ksampler(ref=n("LSC_ReferenceModelLoader"), concept=n("CLIPTextEncode", text="red", clip=["ref", 1]),
+                     g=semantic_guidance()),
+     "execution", "k", ["concept", "64-wide", "32-wide", "expected"]),
+    ("SemanticGuidance: BasicGuider, no negative to guide from (reported by SamplerCustomAdvanced)",
+     {"ckpt": tiny(), "pos": clip_text("a fox"), "concept": clip_text("red"), "g": semantic_guidance(),
+      "guider": n("BasicGuider", model=["g", 0], conditioning=["pos", 0]),
+      "noise": n("RandomNoise", noise_seed=1), "sampler": n("KSamplerSelect", sampler_name="euler"),
+      "sigmas": n("BasicScheduler", model=["g", 0], scheduler="karras", steps=2, denoise=1.0), "latent": empty(),
+      "sample": n("SamplerCustomAdvanced", noise=["noise", 0], guider=["guider", 0], sampler=["sampler", 0],
+                  sigmas=["sigmas", 0], latent_image=["latent", 0]),
+      "out": capture("sample", "bad")},
+     "execution", "sample", ["negative", "BasicGuider", "expected"]),
+]
 
 def run_bad_inputs(server, record, directions: Path, open_clip: Path) -> list[dict]:
     """Runs every case on ``server`` (a comfy_http.Server), calls ``record(check, ok, detail)`` per case and returns
