@@ -223,16 +223,14 @@ def guidance_perf_figures(comfy) -> dict:
     guides it, in x0 and in exact mode, against the plain model; the nodes' outputs come from one executed prompt and
     the KSampler node itself is timed on them, interleaved. ``comfy``: a started harness
     (``comfy_fidelity.start_comfyui``; one per process: the pack registers under the first one's folder)."""
+    from comfy_fidelity import captured_values
+
     nodes = guided_prompt([open_colour_prompts(guide_scenes())[0]], GUIDE_SEED, batch=PERF_BATCH)
     nodes["exact"] = {**nodes["guided"], "inputs": {**nodes["guided"]["inputs"], "mode": "exact"}}
     nodes = {key: node for key, node in nodes.items() if not key.startswith(("sample_", "decode_", "capture_"))}
-    for label, source in {"plain": ["loader", 0], "x0": ["guided", 0], "exact": ["exact", 0],
-                          "positive": ["text0", 0], "negative": ["negative", 0], "latent": ["empty", 0]}.items():
-        nodes[f"capture_{label}"] = {"class_type": "LSCTest_Capture", "inputs": {"value": source, "label": label}}
-    result = comfy.run(nodes)
-    if not result.ok:
-        raise RuntimeError(f"ComfyUI failed: {result.error}")
-    made = result.captured
+    made = captured_values(comfy, nodes, {"plain": ["loader", 0], "x0": ["guided", 0], "exact": ["exact", 0],
+                                          "positive": ["text0", 0], "negative": ["negative", 0],
+                                          "latent": ["empty", 0]})
     ksampler = comfy.node_class("KSampler")()
 
     def sample(model):

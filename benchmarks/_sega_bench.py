@@ -163,6 +163,7 @@ def sega_perf_figures(comfy) -> dict:
     what weighs less as the model's own compute grows (the larger setting, ``..._64px_batch4``). ``comfy``: a started
     harness (``comfy_fidelity.start_comfyui``; one per process)."""
     from comfy.patcher_extension import WrappersMP
+    from comfy_fidelity import captured_values
     from perf import compare
 
     figures = {}
@@ -181,14 +182,8 @@ def sega_perf_figures(comfy) -> dict:
             "first": sega_node(["loader", 0], ["red", 0]),
             "both": sega_node(["first", 0], ["black", 0], direction="remove"),
         }
-        for label, source in {"both": ["both", 0], "positive": ["positive", 0], "negative": ["negative", 0],
-                              "latent": ["latent", 0]}.items():
-            nodes[f"capture_{label}"] = {"class_type": "LSCTest_Capture",
-                                         "inputs": {"value": source, "label": label}}
-        result = comfy.run(nodes)
-        if not result.ok:
-            raise RuntimeError(f"ComfyUI failed: {result.error}")
-        made = result.captured
+        made = captured_values(comfy, nodes, {"both": ["both", 0], "positive": ["positive", 0],
+                                              "negative": ["negative", 0], "latent": ["latent", 0]})
         sequential = made["both"].clone()
         sequential.add_wrapper_with_key(WrappersMP.CALC_COND_BATCH, "one_call_per_cond", one_call_per_cond)
 

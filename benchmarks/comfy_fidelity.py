@@ -244,6 +244,17 @@ def captured_pictures(comfy, prompt: dict, keys: list[str]) -> dict[str, torch.T
     return {key: result.captured[key].movedim(-1, 1) for key in keys}
 
 
+
+def captured_values(comfy, nodes: dict, slots: dict[str, list]) -> dict:
+    """Run ``nodes`` with each slot (label -> [node id, output index]) captured; the values by label."""
+    prompt = {**nodes, **{f"capture_{label}": {"class_type": "LSCTest_Capture",
+                                               "inputs": {"value": source, "label": label}}
+                          for label, source in slots.items()}}
+    result = comfy.run(prompt)
+    if not result.ok:
+        raise RuntimeError(f"ComfyUI failed: {result.error}")
+    return result.captured
+
 def pair_readings(comfy, pairs, seeds, variants: dict[str, Callable]) -> dict[str, list[dict[str, str]]]:
     """The oracle's readings of every variant, PAIR_BATCH pictures a pair, pair by pair. ``variants[name](i)`` gives
     the nodes of pair ``i``'s branch, the positive conditioning and the model it samples with; the pair's prompts

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from _bootstrap import load_pack, report
+from comfy_fidelity import captured_values
 from _guidance_bench import guidance_perf_figures
 from _sega_bench import sega_perf_figures
 
@@ -128,12 +129,7 @@ def style_perf_figures(comfy) -> dict:
     }
     slots = {"plain": loader, "blocks": ["blocks", 0], "align": ["align", 0], "positive": ["positive", 0],
              "negative": ["negative", 0], "latent": ["latent", 0]}
-    for label, source in slots.items():
-        nodes[f"capture_{label}"] = {"class_type": "LSCTest_Capture", "inputs": {"value": source, "label": label}}
-    result = comfy.run(nodes)
-    if not result.ok:
-        raise RuntimeError(f"ComfyUI failed: {result.error}")
-    made = result.captured
+    made = captured_values(comfy, nodes, slots)
     ksampler = comfy.node_class("KSampler")()
 
     def sample(model):

@@ -366,10 +366,9 @@ def apply_to_pooled(pooled: torch.Tensor, direction: torch.Tensor, strength: flo
     return (pooled.float() + strength * delta).to(pooled.dtype)
 
 
-def apply_to_latent(latent: torch.Tensor, direction: torch.Tensor, strength: float,
-                    mask: torch.Tensor | None = None, name: str = "latent") -> torch.Tensor:
-    """``latent + strength · direction`` for every item; a direction found at another size is resized (bilinear) to
-    the latent's; the mask (ComfyUI MASK, any resolution) limits where it applies."""
+def fitted_to_latent(direction: torch.Tensor, latent: torch.Tensor, name: str = "latent") -> torch.Tensor:
+    """A latent direction [C, *spatial] checked against ``latent`` [B, C, *spatial] and, when it was found at another
+    size, resized (bilinear; trilinear for video) to the latent's: float32 on the latent's device."""
     require_batch(latent, name, min_ndim=3)
     if direction.ndim != latent.ndim - 1:
         raise ValueError(f"the direction has shape {tuple(direction.shape)} but {name} is {latent.ndim}-D "
@@ -381,7 +380,14 @@ def apply_to_latent(latent: torch.Tensor, direction: torch.Tensor, strength: flo
     if delta.shape[1:] != latent.shape[2:]:
         mode = "bilinear" if delta.ndim == 3 else "trilinear"
         delta = F.interpolate(delta.unsqueeze(0), size=tuple(latent.shape[2:]), mode=mode, align_corners=False)[0]
-    delta = strength * delta.unsqueeze(0)
+    return delta
+
+
+def apply_to_latent(latent: torch.Tensor, direction: torch.Tensor, strength: float,
+                    mask: torch.Tensor | None = None, name: str = "latent") -> torch.Tensor:
+    """``latent + strength · direction`` for every item; a direction found at another size is resized (bilinear) to
+    the latent's; the mask (ComfyUI MASK, any resolution) limits where it applies."""
+    delta = strength * fitted_to_latent(direction, latent, name).unsqueeze(0)
     if mask is not None:
         delta = delta * mask_for_latent(mask, latent).float()
     return (latent.float() + delta).to(latent.dtype)

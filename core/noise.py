@@ -7,7 +7,7 @@ from typing import Sequence
 
 import torch
 
-from .directions import apply_to_latent
+from .directions import fitted_to_latent
 from .interpolation import ease, interpolate
 
 
@@ -68,7 +68,7 @@ def tilted_noise(noise: torch.Tensor, direction: torch.Tensor, strength: float,
                          "latent direction made from this model's latents")
     if strength == 0:
         return noise
-    fitted = apply_to_latent(torch.zeros_like(noise[:1], dtype=torch.float32), direction, 1.0, name="noise")[0]
+    fitted = fitted_to_latent(direction, noise, name="noise")
     length = fitted.norm()
     if length == 0:
         raise ValueError(f"{name} is zero at the latent's size; expected a direction that points somewhere")

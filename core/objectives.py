@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .checks import require_finite
+from .directions import fitted_to_latent
 from .masks import mask_for_latent
 
 AT_LEAST, AT_MOST = "at least", "at most"
@@ -246,8 +247,9 @@ def along_direction(direction: torch.Tensor, amount: float, name: str) -> Object
         raise ValueError("direction is a zero vector; expected a latent direction that moves something")
 
     def reading(candidate: Candidate) -> torch.Tensor:
+        fitted = fitted_to_latent(direction, candidate.latent, "the latent the objective scores")
         moved = (candidate.latent - candidate.start).float().flatten(1)
-        return moved @ direction.to(moved.device).float().flatten() / squared_norm
+        return moved @ fitted.flatten() / fitted.pow(2).sum()
 
     return _single(Term(name, reading, AT_LEAST, needs_image=False, target=amount))
 

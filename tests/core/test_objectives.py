@@ -86,6 +86,16 @@ def test_along_direction_reads_the_move_in_units_of_the_direction_and_scores_the
     torch.testing.assert_close(term.loss(reading), torch.tensor([1.0, 6.25]))
 
 
+
+def test_along_direction_fits_a_direction_found_at_another_size_and_refuses_other_channels():
+    direction = torch.ones(4, 2, 2)
+    start = torch.zeros(1, 4, 6, 6)
+    term = only_term(along_direction(direction, 1.0, "push"))
+    # Resized to 6×6 it is all ones: a latent moved by the whole (resized) direction reads 1.
+    torch.testing.assert_close(term.reading(latent_candidate(start + 1.0, start)), torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="direction has 4 channels but the latent the objective scores has 16"):
+        term.reading(latent_candidate(torch.zeros(1, 16, 6, 6), torch.zeros(1, 16, 6, 6)))
+
 # --- reference_distance -----------------------------------------------------------------------------------------------
 
 def test_reference_distance_in_latent_space_is_the_mean_squared_difference_relative_to_the_start():
