@@ -12,7 +12,7 @@ from ..core import guidance
 from ..core.optimize import scaled_decoder
 from .common import CATEGORY
 from .gradients import differentiable_diffusion_model, differentiable_vae_decoder
-from .optimize import OBJECTIVE
+from .optimize import OBJECTIVE, decode_scale_input
 from .schedule_window import sigma_window, window_error, window_inputs
 
 FAMILY = f"{CATEGORY}/guidance"
@@ -107,9 +107,7 @@ class GuidedNoiseInject(io.ComfyNode):
                                        "per step); exact: through the diffusion model as well (a backward pass "
                                        "through it per step too: about 2–3× the cost of x0, more faithful early "
                                        "in the schedule)"),
-                io.Float.Input("decode_scale", default=1.0, min=0.125, max=1.0, step=0.125,
-                               tooltip="Decode a latent shrunk by this factor for image objectives: about scale² "
-                                       "the decoding cost (CLIP looks at 224 pixels anyway)"),
+                decode_scale_input(),
                 io.Vae.Input("vae", optional=True,
                              tooltip="The VAE of the model: needed when the objective scores pictures (CLIP, "
                                      "colour); latent objectives (direction, latent reference) need none"),

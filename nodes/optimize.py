@@ -304,6 +304,12 @@ def _optimiser_inputs(steps_name: str, steps_default: int, learning_rate: float)
     ]
 
 
+
+def decode_scale_input():
+    return io.Float.Input("decode_scale", default=1.0, min=0.125, max=1.0, step=0.125,
+                          tooltip="Decode a latent shrunk by this factor to score its picture: about scale² the "
+                                  "decoding cost (CLIP looks at 224 pixels anyway); the latent keeps its size")
+
 class LatentOptimize(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -329,9 +335,7 @@ class LatentOptimize(io.ComfyNode):
                 io.Float.Input("gradient_penalty", default=0.0, min=0.0, max=100.0, step=0.01,
                                tooltip="β·‖∇z L‖²: prefers edits the objective is not fragile around; costs a second "
                                        "backward pass (about 2–3× the time per step)"),
-                io.Float.Input("decode_scale", default=1.0, min=0.125, max=1.0, step=0.125,
-                               tooltip="Decode a latent shrunk by this factor for scoring: about scale² the cost "
-                                       "per step (CLIP looks at 224 pixels anyway); the output keeps full size"),
+                decode_scale_input(),
                 io.Float.Input("early_stop", default=0.0, min=0.0, max=0.5, step=0.001,
                                tooltip="Stop an item once its best loss improved by less than this fraction over "
                                        "10 steps with its constraints holding (0: run every step)"),
