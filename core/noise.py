@@ -63,12 +63,9 @@ def tilted_noise(noise: torch.Tensor, direction: torch.Tensor, strength: float,
     """Noise moved ``strength`` standard deviations along a latent ``direction`` [C, *spatial] (resized to the noise's
     size if found at another), then scaled back to each item's own norm, so it stays on the Gaussian shell a sampler
     expects: n' = |n| (n + s u) / |n + s u| with u the unit direction. Strength 0 gives ``noise`` itself."""
-    if direction.shape[0] != noise.shape[1]:
-        raise ValueError(f"{name} has {direction.shape[0]} channels but the latent has {noise.shape[1]}; expected a "
-                         "latent direction made from this model's latents")
+    fitted = fitted_to_latent(direction, noise, name="the latent")
     if strength == 0:
         return noise
-    fitted = fitted_to_latent(direction, noise, name="noise")
     length = fitted.norm()
     if length == 0:
         raise ValueError(f"{name} is zero at the latent's size; expected a direction that points somewhere")

@@ -6,10 +6,12 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 
-def window_inputs(what: str = "the patch") -> list:
+def window_inputs(what: str = "the patch", start: float = 0.0, why_start: str = "") -> list:
+    """The two inputs; ``start`` is the start's default and ``why_start`` what to add to its tooltip."""
     return [
-        io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
-                       tooltip=f"Where in the schedule {what} starts acting (0: the first, noisiest step)"),
+        io.Float.Input("start_percent", default=start, min=0.0, max=1.0, step=0.01,
+                       tooltip=f"Where in the schedule {what} starts acting (0: the first, noisiest step"
+                               f"{'; ' + why_start if why_start else ''})"),
         io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
                        tooltip=f"Where in the schedule {what} stops acting (1: the last step)"),
     ]

@@ -19,7 +19,7 @@ from comfy_api.latest import io
 
 from ..core.semantic_guidance import Concept, semantic_guidance_step
 from .common import CATEGORY
-from .schedule_window import sigma_window, window_error
+from .schedule_window import sigma_window, window_error, window_inputs
 
 FAMILY = f"{CATEGORY}/guidance"
 KEY = "lsc_semantic_guidance"
@@ -183,12 +183,8 @@ class SemanticGuidance(io.ComfyNode):
                                tooltip="Which share of each latent channel the concept may change: only elements "
                                        "whose concept difference reaches this quantile (0: all of them; 0.9: the "
                                        "strongest 10%, leaving the rest of the picture alone)"),
-                io.Float.Input("start_percent", default=DEFAULT_START_PERCENT, min=0.0, max=1.0, step=0.01,
-                               tooltip="Where in the schedule the concept starts acting (0: the first, noisiest "
-                                       "step; later starts leave the layout as the prompt draws it and change "
-                                       "colour and detail)"),
-                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="Where in the schedule the concept stops acting (1: the last step)"),
+                *window_inputs("the concept", DEFAULT_START_PERCENT,
+                               "later starts leave the layout as the prompt draws it and change colour and detail"),
                 io.Float.Input("momentum_scale", default=DEFAULT_MOMENTUM_SCALE, min=0.0, max=5.0, step=0.05,
                                tooltip="How much the concept's steering of earlier steps adds to each step "
                                        "(0: none); it accumulates before start_percent too, a warm start"),
