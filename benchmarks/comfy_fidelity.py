@@ -2,7 +2,8 @@
 family loaded by the pack's Reference Model Loader, judged by the pixel oracle and compared with the engine.
 
 COMFYUI_PATH=/path/to/ComfyUI python benchmarks/comfy_fidelity.py [--json]
-    [--only tour|text_to_image|directions|style|optimize|steer|guidance|sega]
+    [--only tour|text_to_image|directions|style|optimize|steer|guidance|sega|analysis_scan|
+    analysis_correlation|analysis_retrieval]
 
 Runs in the Python that runs that ComfyUI, with the engine's libraries (diffusers, open_clip) installed beside it.
 """
@@ -20,6 +21,9 @@ from typing import Callable
 import torch
 
 from _bootstrap import load_pack, report
+from _analysis_correlation_bench import comfy_figures as comfy_analysis_correlation_figures
+from _analysis_retrieval_bench import comfy_figures as comfy_analysis_retrieval_figures
+from _analysis_scan_bench import comfy_figures as comfy_analysis_scan_figures
 from _guidance_bench import comfy_guidance_figures
 from _optimize_fidelity import EDIT, KEEP_WEIGHT, OPTIMISE_SEED, PICTURES, TARGET, THRESHOLD, VIEWS, edit_scenes
 from _steer_fidelity import (CLIP_LAYERS, CLIP_NEGATIVE, CLIP_PICTURES, CLIP_POSITIONS, CLIP_POSITIVE,
@@ -42,7 +46,8 @@ DIRECTION_STRENGTH = 1.0
 RANDOM_DIRECTION_FILE = "comfy_fidelity_random.safetensors"
 # Per caption: no direction, the prompt-made red→blue direction, a random direction of the same size.
 VARIANTS = ("plain", "text", "random")
-PARTS = ("tour", "text_to_image", "directions", "style", "optimize", "steer", "guidance", "sega")
+PARTS = ("tour", "text_to_image", "directions", "style", "optimize", "steer", "guidance", "sega", "analysis_scan",
+         "analysis_correlation", "analysis_retrieval")
 # The first of _style_fidelity's pairs, each sampled as one batch from its seed (the first picture's noise is the
 # engine's for that pair): a batch costs less per picture than single pictures, and each variant has 16 pictures.
 STYLE_PAIRS, PAIR_BATCH = 4, 4
@@ -521,7 +526,9 @@ def main() -> None:
         comfy = start_comfyui(Path(work))
         parts = {"tour": tour_figures, "text_to_image": text_to_image_figures, "directions": direction_figures,
                  "style": style_figures, "optimize": optimize_figures, "steer": steer_figures,
-                 "guidance": comfy_guidance_figures, "sega": comfy_sega_figures}
+                 "guidance": comfy_guidance_figures, "sega": comfy_sega_figures,
+                 "analysis_scan": comfy_analysis_scan_figures, "analysis_correlation": comfy_analysis_correlation_figures,
+                 "analysis_retrieval": comfy_analysis_retrieval_figures}
         figures = {}
         for name in [args.only] if args.only else PARTS:
             figures.update(parts[name](comfy))

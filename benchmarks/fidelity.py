@@ -9,6 +9,9 @@ import torch
 
 from _bootstrap import EVALUATION_SEED, load_pack, report
 from _direction_fidelity import text_direction_figures
+from _analysis_correlation_bench import fidelity_figures as analysis_correlation_figures
+from _analysis_retrieval_bench import fidelity_figures as analysis_retrieval_figures
+from _analysis_scan_bench import fidelity_figures as analysis_scan_figures
 from _guidance_bench import guidance_figures
 from _latent_direction_fidelity import latent_direction_figures
 from _noise_bench import noise_figures
@@ -90,7 +93,8 @@ def main() -> None:
     args = parser.parse_args()
     report({**interpolation_figures(), **reference_world_figures(), **reference_family_figures(),
             **text_direction_figures(), **latent_direction_figures(), **style_figures(), **optimize_figures(),
-            **steer_figures(), **guidance_figures(), **sega_figures(), **noise_figures()},
+            **steer_figures(), **guidance_figures(), **sega_figures(), **noise_figures(),
+            **analysis_scan_figures(), **analysis_correlation_figures(), **analysis_retrieval_figures()},
            args.json)
 
 

@@ -23,6 +23,8 @@ import torch
 
 from _bootstrap import load_pack, report
 from comfy_fidelity import captured_values
+from _analysis_correlation_bench import perf_figures as analysis_correlation_perf_figures
+from _analysis_retrieval_bench import perf_figures as analysis_retrieval_perf_figures
 from _guidance_bench import guidance_perf_figures
 from _sega_bench import sega_perf_figures
 
@@ -340,18 +342,22 @@ def main() -> None:
     figures.update(optimisation_perf_figures(device))
     figures.update(checkpoint_figures())
     figures.update(steer_generation_figures(device))
+    figures.update(analysis_correlation_perf_figures())
     if os.environ.get("COMFYUI_PATH"):
         from comfy_fidelity import start_comfyui
 
         # One harness for every ComfyUI figure: the pack registers its nodes under the first harness's folder.
         with tempfile.TemporaryDirectory() as work:
             comfy = start_comfyui(Path(work))
-            for measure in (style_perf_figures, steer_encode_figures, guidance_perf_figures, sega_perf_figures):
+            for measure in (style_perf_figures, steer_encode_figures, guidance_perf_figures, sega_perf_figures,
+                            analysis_retrieval_perf_figures):
                 figures.update(measure(comfy))
     else:
         print("perf.py: COMFYUI_PATH is not set; the figures measured through ComfyUI (style_*_overhead, "
-              "steer_encode_overhead, guide_*_overhead, sega_batched_vs_sequential_speedup) are left out",
+              "steer_encode_overhead, guide_*_overhead, sega_batched_vs_sequential_speedup, "
+              "comfy_analysis_reconstruction_batched_speedup) are left out",
               file=sys.stderr)
+        figures.update(analysis_retrieval_perf_figures())
     report(figures, args.json)
 
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..reference import models
-from . import (conditioning_interpolate_panel, direction_panel, guidance_panel, latent_interpolate_panel,
-               latent_keyframes_panel, noise_travel_panel, optimize_panel, reference_panel, steer_panel, style_panel)
+from . import (conditioning_interpolate_panel, direction_panel, guidance_panel, latent_analysis_panel,
+               latent_interpolate_panel, latent_keyframes_panel, noise_travel_panel, optimize_panel, reference_panel,
+               steer_panel, style_panel)
 from .page import page, progress_bar, step
 
 # Each has render(out, progress, family) -> HTML and STEPS, its count of progress steps.
 PANELS = [reference_panel, latent_interpolate_panel, latent_keyframes_panel, noise_travel_panel,
           conditioning_interpolate_panel, direction_panel, style_panel, optimize_panel, steer_panel,
-          guidance_panel]
+          guidance_panel, latent_analysis_panel]
 
 
 def render_demo(out_dir) -> Path:

@@ -82,23 +82,25 @@ def line_plot(series: dict[str, list[float]], xs: list[float], x_label: str, y_l
 
 def bar_chart(series: dict[str, list[float]], categories: list[str], y_label: str,
               width: int = 520, height: int = 260) -> str:
-    """An inline SVG bar chart: per category one bar of each named series side by side, with a value axis and a
-    legend."""
+    """An inline SVG bar chart: per category one bar of each named series side by side, up or down from zero, with a
+    value axis and a legend."""
     left, right, top, bottom = 56, 150, 14, 40
-    step = tick_step(max(v for values in series.values() for v in values) * 1.05)
-    high = math.ceil(max(v for values in series.values() for v in values) * 1.05 / step) * step
+    values = [v for values in series.values() for v in values]
+    step = tick_step((max(max(values), 0) - min(min(values), 0)) * 1.05)
+    high = math.ceil(max(max(values), 0) * 1.05 / step) * step
+    low = math.floor(min(min(values), 0) * 1.05 / step) * step
     slot = (width - left - right) / len(categories)
     bar = 0.8 * slot / len(series)
 
     def py(y: float) -> float:
-        return height - bottom - y / high * (height - top - bottom)
+        return height - bottom - (y - low) / (high - low) * (height - top - bottom)
 
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-size="11" '
              f'font-family="sans-serif">',
              f'<line x1="{left}" y1="{py(0)}" x2="{width - right}" y2="{py(0)}" stroke="#444"/>',
-             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{py(0)}" stroke="#444"/>']
-    for i in range(round(high / step) + 1):
-        y = step * i
+             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{py(low)}" stroke="#444"/>']
+    for i in range(round((high - low) / step) + 1):
+        y = low + step * i
         parts.append(f'<text x="{left - 6}" y="{py(y) + 4:.1f}" text-anchor="end">{y:g}</text>'
                      f'<line x1="{left}" y1="{py(y):.1f}" x2="{width - right}" y2="{py(y):.1f}" stroke="#eee"/>')
     for c, category in enumerate(categories):
@@ -106,8 +108,8 @@ def bar_chart(series: dict[str, list[float]], categories: list[str], y_label: st
                      f'{html.escape(category)}</text>')
         for i, values in enumerate(series.values()):
             x = left + c * slot + 0.1 * slot + i * bar
-            parts.append(f'<rect x="{x:.1f}" y="{py(values[c]):.1f}" width="{bar:.1f}" '
-                         f'height="{py(0) - py(values[c]):.1f}" fill="{COLOURS[i % len(COLOURS)]}"/>')
+            parts.append(f'<rect x="{x:.1f}" y="{min(py(values[c]), py(0)):.1f}" width="{bar:.1f}" '
+                         f'height="{abs(py(0) - py(values[c])):.1f}" fill="{COLOURS[i % len(COLOURS)]}"/>')
     parts.append(f'<text transform="translate(14 {(top + height - bottom) / 2}) rotate(-90)" text-anchor="middle">'
                  f'{html.escape(y_label)}</text>')
     for i, name in enumerate(series):
@@ -116,6 +118,7 @@ def bar_chart(series: dict[str, list[float]], categories: list[str], y_label: st
                      f'<text x="{width - right + 38}" y="{top + 14 + 18 * i}">{html.escape(name)}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
 
 def figures_table(figures: dict[str, str]) -> str:
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in figures.items())

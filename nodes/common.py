@@ -216,6 +216,16 @@ class TravelNoise:
         return noise_travel(self.seeds, samples.shape[1:], frames, self.easing, index, samples.dtype)
 
 
+def vae_pictures(vae, samples: torch.Tensor, name: str = "latent") -> torch.Tensor:
+    """Raw latents decoded by a ComfyUI VAE to RGB in 0..1, channels first ([B, 3, H, W]; video [B, T, 3, H, W]),
+    float32, once the VAE is known to decode their channel count."""
+    channels = getattr(vae, "latent_channels", None)
+    if samples.ndim < 3 or (channels is not None and samples.shape[1] != channels):
+        raise ValueError(f"{name} has shape {tuple(samples.shape)} but vae decodes {channels}-channel latents; "
+                         "expected the VAE of the model that made the latents")
+    return vae.decode(samples).float().movedim(-1, -3)
+
+
 def image_channels_first(image: torch.Tensor, name: str) -> torch.Tensor:
     """A ComfyUI IMAGE [B, H, W, C] as RGB [B, 3, H, W] float32 (an alpha channel is dropped)."""
     if image.ndim != 4 or image.shape[-1] not in (3, 4):

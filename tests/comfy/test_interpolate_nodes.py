@@ -17,7 +17,9 @@ PACK_NODES = ["LSC_LatentInterpolate", "LSC_LatentKeyframes", "LSC_NoiseTravel",
               "LSC_NoiseOptimize",
               "LSC_SteerVectorFromPrompts", "LSC_TextSteer", "LSC_CausalLMLoader", "LSC_TextSteerGenerate",
               "LSC_SaveControlVector", "LSC_LoadControlVector",
-              "LSC_GuidedNoiseInject", "LSC_SemanticGuidance", "LSC_NoiseInject", "LSC_DirectionalNoise"]  # every node of the pack
+              "LSC_GuidedNoiseInject", "LSC_SemanticGuidance", "LSC_NoiseInject", "LSC_DirectionalNoise",
+              "LSC_LatentScan", "LSC_LatentStats", "LSC_AttributeCorrelation", "LSC_LatentNearest",
+              "LSC_ReconstructionScore"]  # every node of the pack
 
 
 def latent(seed, batch=1, channels=4, length=0, height=8, width=8):

@@ -38,7 +38,8 @@ def test_workflows_are_shipped():
                                                  "lsc_color_constraint.json", "lsc_text_encoder_steer.json",
                                                  "lsc_llm_prompt_writer.json", "lsc_clip_guided_sampling.json",
                                                  "lsc_semantic_guidance.json", "lsc_detail_noise_injection.json",
-                                                 "lsc_directional_noise.json"}
+                                                 "lsc_directional_noise.json", "lsc_latent_scan.json",
+                                                 "lsc_find_direction_from_examples.json"}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[path.stem for path in WORKFLOWS])
@@ -482,6 +483,64 @@ def _semantic_guidance(workflow, prompt):
     return check
 
 
+def _latent_scan(workflow, prompt):
+    """The base is the tour's red circle; Direction PCA's first component of 8 circles from 8 seeds is scanned from
+    -2 to 2 std around it: the middle picture is the base picture itself and reads as its caption, every step of the
+    scan changes the picture, the labels name each strength, and Latent Stats flags none of the latents within one
+    std (the ±2 std ends break the circle on this family and are flagged burnt)."""
+    prompt[_by_title(workflow, "Prompt")]["inputs"]["text"] = SCENE_A.caption()
+    prompt[_by_title(workflow, "Variety prompt")]["inputs"]["text"] = "a large circle in the middle, white background"
+    scan = next(str(n["id"]) for n in workflow["nodes"] if n["type"] == "LSC_LatentScan")
+    stats = next(str(n["id"]) for n in workflow["nodes"] if n["type"] == "LSC_LatentStats")
+    assert prompt[scan]["inputs"]["mode"] == "direction" and prompt[scan]["inputs"]["steps"] == 5
+    assert prompt[scan]["inputs"]["start"] == -prompt[scan]["inputs"]["end"]  # symmetric: the middle is the base
+    scanned = _decoded(prompt, scan)
+    loader = next(str(n["id"]) for n in workflow["nodes"] if n["type"] == "CheckpointLoaderSimple")
+    prompt["decode_base"] = {"class_type": "VAEDecode", "inputs": {
+        "samples": [_by_title(workflow, "KSampler (base)"), 0], "vae": [loader, 2]}}
+    prompt["capture_base"] = {"class_type": "LSCTest_Capture", "inputs": {"value": ["decode_base", 0], "label": "base"}}
+    prompt["capture_labels"] = {"class_type": "LSCTest_Capture", "inputs": {"value": [scan, 1], "label": "labels"}}
+    prompt["capture_flags"] = {"class_type": "LSCTest_Capture", "inputs": {"value": [stats, 2], "label": "flags"}}
+
+    def check(captured):
+        pictures = captured[scanned]
+        assert pictures.shape[0] == 5
+        assert torch.allclose(pictures[2], captured["base"][0], atol=1e-4), "the scan's middle is not the base"
+        _assert_reads(pictures[2], SCENE_A, "the scan's middle picture")
+        changes = (pictures[1:] - pictures[:-1]).abs().mean((1, 2, 3))
+        assert bool((changes > 0.002).all()), f"a step of the scan changed nothing: {changes}"
+        assert all(reading["shape"] != "none" for reading in oracle.read_batch(pictures.movedim(-1, 1)))
+        assert captured["labels"].splitlines() == [f"PCA component 1 {t:+.2f}" for t in (-2, -1, 0, 1, 2)]
+        assert captured["flags"].splitlines()[1:4] == ["ok"] * 3, captured["flags"]
+    return check
+
+
+def _find_direction_from_examples(workflow, prompt):
+    """The examples become reference scenes: three red shapes, then the same scenes in other colours, and the
+    picture a blue circle; CLIP "red" scores the examples. The sweep's strength-0 frame is the picture as sampled
+    (blue); at strength 3 the direction Attribute Correlation found has turned it red, keeping its shape, size,
+    position and background (benchmarks: analysis_correlation_moves_color)."""
+    red = [world.Scene("circle", "red", "large", "left", "white"), world.Scene("square", "red", "small", "right", "black"),
+           world.Scene("triangle", "red", "large", "center", "white")]
+    other = [replace(red[0], colour="blue"), replace(red[1], colour="green"), replace(red[2], colour="yellow")]
+    for i, scene in enumerate(red + other):
+        prompt[_by_title(workflow, f"Example {i + 1}")]["inputs"]["text"] = scene.caption()
+    base = world.Scene("circle", "blue", "large", "center", "white")
+    prompt[_by_title(workflow, "Prompt")]["inputs"]["text"] = base.caption()
+    objective = next(str(n["id"]) for n in workflow["nodes"] if n["type"] == "LSC_ObjectiveCLIPText")
+    assert prompt[objective]["inputs"]["positive"] == "red"
+    sweep = _by_title(workflow, "Sweep: strength 0 to 3")
+    inputs = prompt[sweep]["inputs"]
+    assert (inputs["start"], inputs["end"], inputs["steps"]) == (0.0, 3.0, 4)
+    swept = _decoded(prompt, sweep)
+
+    def check(captured):
+        readings = _readings(captured[swept])
+        assert readings[0] == base.attributes(), readings
+        assert readings[-1] == replace(base, colour="red").attributes(), readings
+    return check
+
+
 MEANINGS = {"lsc_style_mix_timestep": _style_mix_timestep, "lsc_style_mix_blocks_sdxl": _style_mix_blocks,
             "lsc_latent_adain": _latent_adain, "lsc_style_align_batch": _style_align_batch,
             "lsc_latent_direction_edit": _latent_direction_edit, "lsc_reference_tour": _tour, "lsc_morph_animation": _morph, "lsc_interpolate_images": _interpolate_images,
@@ -489,7 +548,8 @@ MEANINGS = {"lsc_style_mix_timestep": _style_mix_timestep, "lsc_style_mix_blocks
             "lsc_clip_guided_edit": _clip_guided_edit, "lsc_color_constraint": _color_constraint,
             "lsc_noise_optimize_turbo": _noise_optimize_turbo, "lsc_text_encoder_steer": _text_encoder_steer,
             "lsc_llm_prompt_writer": _llm_prompt_writer, "lsc_detail_noise_injection": _detail_noise_injection,
-            "lsc_directional_noise": _directional_noise, "lsc_clip_guided_sampling": _clip_guided_sampling,
+            "lsc_directional_noise": _directional_noise, "lsc_latent_scan": _latent_scan,
+            "lsc_find_direction_from_examples": _find_direction_from_examples, "lsc_clip_guided_sampling": _clip_guided_sampling,
             "lsc_semantic_guidance": _semantic_guidance}
 
 

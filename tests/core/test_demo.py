@@ -22,8 +22,8 @@ from latent_space_control.core.steering import (default_block, example_states, g
                                                  pooled_states, position_mask, steering, steering_vector,
                                                  transformer_blocks)
 from latent_space_control.demo import (conditioning_interpolate_panel, direction_panel, guidance_panel,
-                                       latent_interpolate_panel, latent_keyframes_panel, noise_travel_panel,
-                                       optimize_panel, render_demo, steer_panel, style_panel)
+                                       latent_analysis_panel, latent_interpolate_panel, latent_keyframes_panel,
+                                       noise_travel_panel, optimize_panel, render_demo, steer_panel, style_panel)
 from latent_space_control.demo.frames import reading_text
 from latent_space_control.demo.page import write_png
 from latent_space_control.demo.reference_panel import showcase_scenes
@@ -104,7 +104,8 @@ def test_every_node_shown_has_a_panel_headed_by_its_display_name(demo):
     assert re.findall(r"<h2>([^<]+)</h2>", text) == [
         "Reference world", "Latent Interpolate (LSC)", "Latent Keyframes (LSC)", "Noise Travel (LSC)",
         "Conditioning Interpolate (LSC)", "Direction Sweep (LSC)", "Style Mix by Timestep (LSC)",
-        "Latent Optimize (LSC)", "Text Steer (LSC)", "Guided Noise Inject (LSC)"]
+        "Latent Optimize (LSC)", "Text Steer (LSC)", "Guided Noise Inject (LSC)",
+        "Attribute Correlation, Latent Scan, Latent Stats (LSC)"]
 
 
 def test_reference_panel_shows_generated_pictures_with_oracle_readings(demo):
@@ -561,3 +562,35 @@ def test_guided_noise_inject_panel_turns_open_colour_prompts_green_and_lands_the
     histogram, curves = re.findall(r"<svg.*?</svg>", text, re.S)
     assert histogram.count("<rect") == 3 * 3 + 3
     assert all(shape in curves for shape in ("constant", "ramp_down", "ramp_up", "bell"))
+
+
+def test_latent_analysis_panel_charts_the_correlations_scans_the_found_direction_and_flags_scaled_latents(demo, family):
+    out, text = demo
+    text = panel(text, "LSC_AttributeCorrelation")
+    scenes = latent_analysis_panel.BASES
+    with torch.inference_mode():
+        noise = torch.cat([seeded_noise(seed, (1, *models.LATENT_SHAPE)) for seed in latent_analysis_panel.SEEDS])
+        bases = family.sample_latents(family.encode_text([scene.caption() for scene in scenes]).hidden_states, noise)
+        pictures = to_bytes(family.decode(bases).clamp(0, 1))
+    # Each scan row holds its base, sampled independently here, at strength 0, marked; every channel row the first.
+    for index, scene in enumerate(scenes):
+        row = frames(out, text, f"latent_scan_red_{index}")
+        assert [frame["label"] for frame in row] == [f"red {s:+g}" for s in latent_analysis_panel.SCAN]
+        base = latent_analysis_panel.SCAN.index(0.0)
+        assert [frame["mark"] for frame in row] == ["base" if i == base else None for i in range(len(row))]
+        assert pixel_gap(row[base]["pixels"], pictures[index]) <= 1
+        assert row[base]["reading"].startswith(f"{scene.size} {scene.colour} {scene.shape}")
+        assert all(pixel_gap(a["pixels"], b["pixels"]) > 8 for a, b in zip(row, row[1:])), "a step changed nothing"
+    for channel in range(models.LATENT_SHAPE[0]):
+        row = frames(out, text, f"latent_scan_channel_{channel}")
+        assert pixel_gap(row[latent_analysis_panel.CHANNEL_SCAN.index(0.0)]["pixels"], pictures[0]) <= 1
+    # The found direction is close to the oracle-labelled mean difference, found with no label.
+    assert float(figure(text, "cosine of the found direction with the red − not-red mean difference")) >= 0.8
+    # Two correlation charts (4 channels, 8 components; each value in -1..1) and the RMS chart (3 factors × 3 bases
+    # and a legend of 3).
+    channels, components, rms = re.findall(r"<svg.*?</svg>", text, re.S)
+    assert channels.count("<rect") == 4 + 1 and components.count("<rect") == latent_analysis_panel.COMPONENTS + 1
+    assert rms.count("<rect") == 3 * 3 + 3
+    assert figure(text, "Latent Stats flags, latents as sampled") == "ok, ok, ok"
+    assert figure(text, "Latent Stats flags, latents ×3") == "burnt, burnt, burnt"
+    assert figure(text, "Latent Stats flags, latents ×0.2") == "washed out, washed out, washed out"

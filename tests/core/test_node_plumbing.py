@@ -176,3 +176,18 @@ def test_channels_parse_from_numbers_and_ranges():
         parse_channels("-1", "channels")
     with pytest.raises(ValueError, match="channels: the range '5-3' runs backwards"):
         parse_channels("1, 5-3", "channels")
+
+
+def test_bar_charts_draw_each_bar_up_or_down_from_zero_and_refuse_ragged_series():
+    from latent_space_control.nodes.plot import BAR_PANEL_HEIGHT, WIDTH, bars_image
+    image = bars_image({"correlation": [1.0, -1.0]}, ["a", "b"], "title")
+    assert image.shape == (1, 20 + BAR_PANEL_HEIGHT, WIDTH, 3) and 0 <= image.min() and image.max() <= 1
+    panel = image[0, 20:]
+    # Columns through the middle of each bar: the first is coloured above the middle, the second below it.
+    first, second = panel[:, WIDTH // 4], panel[:, 3 * WIDTH // 4]
+    coloured = lambda column: (column.std(-1) > 0.1).nonzero().flatten()
+    middle = BAR_PANEL_HEIGHT // 2
+    assert coloured(first).numel() and coloured(second).numel()
+    assert coloured(first).float().mean() < middle < coloured(second).float().mean()
+    with pytest.raises(ValueError, match="2 values for 3 labels"):
+        bars_image({"correlation": [1.0, -1.0]}, ["a", "b", "c"])

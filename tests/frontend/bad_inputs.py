@@ -675,3 +675,111 @@ def run_bad_inputs(server, record, directions: Path, open_clip: Path) -> list[di
     escaped = sorted({str(p) for p in models.rglob("*")} - before) + [str(p) for p in Path("/").glob("x_*.safetensors")]
     record("bad input: nothing written by the refused Save Direction cases", not escaped, ", ".join(escaped))
     return rows
+
+
+def nearest_node(metric="latent_l2", top_k=0, **wired):
+    return n("LSC_LatentNearest", metric=metric, top_k=top_k, **wired)
+
+
+def red_pictures(width=32, height=32, batch=2):
+    return n("EmptyImage", width=width, height=height, batch_size=batch, color=0xFF0000)
+
+
+BAD_CASES += [
+    ("LatentNearest: neither latent nor image connected",
+     {"q": latent(1), "near": nearest_node(query_latent=["q", 0]), "o": capture("near", "bad")},
+     "execution", "near", ["latent", "image", "expected"]),
+    ("LatentNearest: clip_cosine without open_clip",
+     {"img": red_pictures(), "near": nearest_node("clip_cosine", image=["img", 0], query_image=["img", 0]),
+      "o": capture("near", "bad")},
+     "execution", "near", ["open_clip", "clip_cosine", "expected"]),
+    ("LatentNearest: pictures ranked by latent_l2 without a vae",
+     {"img": red_pictures(), "q": latent(1), "near": nearest_node(image=["img", 0], query_latent=["q", 0]),
+      "o": capture("near", "bad")},
+     "execution", "near", ["image", "vae", "expected"]),
+    ("LatentNearest: query latent 4x4 against a batch of 8x8 latents",
+     {"b": latent(1, 5), "q": latent(2, 1, height=4, width=4),
+      "near": nearest_node(latent=["b", 0], query_latent=["q", 0]), "o": capture("near", "bad")},
+     "execution", "near", ["query_latent", r"\(4, 4, 4\)", r"\(4, 8, 8\)", "expected"]),
+    ("LatentNearest: top_k 6 for a batch of 5",
+     {"b": latent(1, 5), "near": nearest_node(top_k=6, latent=["b", 0], query_latent=["b", 0]),
+      "o": capture("near", "bad")},
+     "execution", "near", ["top_k", r"\b6\b", r"\b5\b", "expected"]),
+    ("LatentNearest: top_k -1", {"b": latent(1, 5), "near": nearest_node(top_k=-1, latent=["b", 0],
+                                                                         query_latent=["b", 0]),
+                                 "o": capture("near", "bad")},
+     "validation", "near", ["top_k", "min|expected"]),
+    ("LatentNearest: latent_cosine on all-zero latents (EmptyLatentImage)",
+     {"b": empty(64, 64, 2), "q": latent(1),
+      "near": nearest_node("latent_cosine", latent=["b", 0], query_latent=["q", 0]), "o": capture("near", "bad")},
+     "execution", "near", ["latent", "zeros", "expected"]),
+    ("ReconstructionScore: a 6x16 picture for the tiny checkpoint's VAE (downscale 8)",
+     {"ckpt": tiny(), "img": n("EmptyImage", width=6, height=16, batch_size=1, color=0),
+      "r": n("LSC_ReconstructionScore", image=["img", 0], vae=["ckpt", 2], error="squared"), "o": capture("r", "bad")},
+     "execution", "r", ["image", "6×16", r"\b8\b", "expected"]),
+    # ComfyUI 0.3.64 lets an unknown combo value of a V3 node through validation; the node refuses it.
+    ("ReconstructionScore: error 'cubic' (not an option)",
+     {"ckpt": tiny(), "img": n("EmptyImage", width=64, height=64, batch_size=1, color=0),
+      "r": n("LSC_ReconstructionScore", image=["img", 0], vae=["ckpt", 2], error="cubic"), "o": capture("r", "bad")},
+     "any", "r", ["error", "cubic", "expected|not in list"]),
+]
+
+
+def latent_scan(lat="lat", mode="channel", channel=0, start=-1.0, end=1.0, steps=3, **wired):
+    return n("LSC_LatentScan", latent=[lat, 0], mode=mode, channel=channel, start=start, end=end, steps=steps, **wired)
+
+
+BAD_CASES += [
+    ("LatentScan: channel 4 of a 4-channel latent", probed("s", lat=latent(1), s=latent_scan(channel=4)),
+     "execution", "s", ["channel", r"\b4 channels", "expected"]),
+    ("LatentScan: mode direction, no direction connected", probed("s", lat=latent(1), s=latent_scan(mode="direction")),
+     "execution", "s", ["mode", "direction", "not connected"]),
+    ("LatentScan: a conditioning direction (Direction from CLIP)",
+     probed("s", d=from_clip(), lat=latent(1), s=latent_scan(mode="direction", direction=["d", 0])),
+     "execution", "s", ["direction", "latent direction", "expected"]),
+    ("LatentScan: start = end", probed("s", lat=latent(1), s=latent_scan(start=1.0, end=1.0)),
+     "any", "s", ["start", "end", "expected"]),
+    ("LatentScan: steps = 1", probed("s", lat=latent(1), s=latent_scan(steps=1)),
+     "any", "s", ["steps", "min|expected"]),
+    ("LatentScan: NaN latent, direction mode",
+     probed("s", **poisoned_latents(2), **latent_direction(), s=latent_scan("nan", "direction", direction=["ld", 0])),
+     "execution", "s", ["latent", "nan", "expected"]),
+    ("LatentScan: empty latent, channel mode, no model", probed("s", e=empty(), s=latent_scan("e")),
+     "execution", "s", ["channel", "latent", "constant", "model"]),
+    ("LatentStats: NaN latent", probed("st", **poisoned_latents(2), st=n("LSC_LatentStats", latent=["nan", 0])),
+     "execution", "st", ["latent", "nan", "expected"]),
+    ("LatentStats: 16-channel latent with the 4-channel model",
+     probed("st", lat=latent(1, channels=16), st=n("LSC_LatentStats", latent=["lat", 0], model=["ckpt", 0])),
+     "execution", "st", ["model", "latent", r"\b16\b", "expected"]),
+]
+
+
+def attribute_correlation(lat="lat", scores="1, 2, 3, 4", **wired):
+    return n("LSC_AttributeCorrelation", latent=[lat, 0], scores=scores, components=2, decode_scale=1.0, **wired)
+
+
+BAD_CASES += [
+    ("AttributeCorrelation: 3 scores for a batch of 4",
+     probed("ac", lat=latent(1, batch=4), ac=attribute_correlation(scores="1, 2, 3")),
+     "execution", "ac", ["scores", r"\b3 scores", r"\b4\b", "expected"]),
+    ("AttributeCorrelation: a word among the scores", probed("ac", lat=latent(1, batch=4),
+                                                             ac=attribute_correlation(scores="1, 2, red, 4")),
+     "validation", "ac", ["scores", "red", "not a number", "expected"]),
+    ("AttributeCorrelation: every score the same",
+     probed("ac", lat=latent(1, batch=4), ac=attribute_correlation(scores="1 1 1 1")),
+     "execution", "ac", ["scores", "same", "expected"]),
+    ("AttributeCorrelation: a batch of 2", probed("ac", lat=latent(1, batch=2),
+                                                  ac=attribute_correlation(scores="0, 1")),
+     "execution", "ac", ["latent", r"\b2\b", "at least 3"]),
+    ("AttributeCorrelation: no scores and no objective",
+     probed("ac", lat=latent(1, batch=4), ac=attribute_correlation(scores="")),
+     "execution", "ac", ["scores", "objective", "expected"]),
+    ("AttributeCorrelation: an objective without a vae",
+     probed("ac", lat=latent(1, batch=4), obj=colour_objective(), ac=attribute_correlation(scores="",
+                                                                                          objective=["obj", 0])),
+     "execution", "ac", ["objective", "vae", "expected"]),
+    ("AttributeCorrelation: 16-channel latents with the tiny checkpoint's 4-channel vae",
+     probed("ac", lat=latent(1, batch=4, channels=16), obj=colour_objective(),
+            ac=attribute_correlation(scores="", objective=["obj", 0], vae=["ckpt", 2])),
+     "execution", "ac", ["latent", r"\b16\b", r"\b4-channel", "expected"]),
+]
