@@ -117,7 +117,8 @@ class LatentNearest(io.ComfyNode):
                                          "encoded for a latent metric; None when pictures were ranked by CLIP"),
                 io.Image.Output(display_name="image",
                                 tooltip="The ranked pictures, nearest first: the given pictures, or the latents "
-                                        "decoded for clip_cosine; None when latents were ranked in latent space"),
+                                        "decoded for clip_cosine or by a connected vae; None when latents were "
+                                        "ranked in latent space without a vae"),
                 io.String.Output(display_name="report", tooltip="Rank, batch index and distance of each item"),
                 io.String.Output(display_name="indices",
                                  tooltip="The batch indices in ranked order, comma-separated (0-based)"),
@@ -167,6 +168,9 @@ class LatentNearest(io.ComfyNode):
                              else {"samples": samples.to(where)[order]})
             if image is not None:
                 sorted_image = image[order.to(image.device)]
+            elif vae is not None:  # the ranked latents as pictures too, to preview them
+                ranked = vae_pictures(vae, sorted_latent["samples"]).to(where)
+                sorted_image = ranked.movedim(-3, -1).reshape(-1, *ranked.shape[-2:], 3)
         order_list, distances = ranking.order.tolist(), ranking.distances.tolist()
         batch_count = (latent["samples"] if latent is not None else image).shape[0]
         report = _report(metric, query.shape[0], query_name, batch_name, batch_count, order_list, distances)

@@ -142,8 +142,10 @@ def test_pictures_in_latent_space_and_latents_by_clip_go_through_the_vae(comfy, 
                                    vae=("loader", 2)),
               "by_clip": nearest("clip_cosine", top_k=2, latent=("encoded", 0), query_image=("gallery", 0),
                                  vae=("loader", 2), open_clip=("oc", 0)),
+              "latents": nearest("latent_l2", top_k=3, latent=("encoded", 0), query_latent=("encoded", 0),
+                                 vae=("loader", 2)),
               "e": capture("encoded", "encoded"), "g": capture("gallery", "gallery"),
-              **outputs("by_latent"), **outputs("by_clip")}
+              **outputs("by_latent"), **outputs("by_clip"), **outputs("latents")}
     result = comfy.run(prompt)
     assert result.ok, result.error
     captured = result.captured
@@ -161,6 +163,10 @@ def test_pictures_in_latent_space_and_latents_by_clip_go_through_the_vae(comfy, 
             family.score_images(captured["gallery"].movedim(-1, 1)).mean(0), dim=0)
     assert top == torch.sort(1 - expected).indices[:2].tolist()
     assert (decoded.movedim(-1, 1) - pictures[top]).abs().max() < 1e-3
+    # Latents ranked in latent space come back as pictures too when a vae is connected, to preview.
+    nearest_three = [int(i) for i in captured["latents_indices"].split(", ")]
+    assert nearest_three == order[:3].tolist()
+    assert (captured["latents_image"].movedim(-1, 1) - pictures[nearest_three]).abs().max() < 1e-3
 
 
 # ---- Bad input -------------------------------------------------------------------------------------------------------
