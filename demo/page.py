@@ -7,6 +7,7 @@ import math
 import sys
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 import torch
 from PIL import Image
@@ -37,6 +38,25 @@ def tick_step(span: float, most: int = 6) -> float:
     return next(power * m for m in (1, 2, 2.5, 5, 10) if power * m * most >= span)
 
 
+def _value_axes(width: int, height: int, left: int, right: int, top: int, bottom: int, low: float, high: float,
+                step: float, baseline: float) -> tuple[list[str], Callable[[float], float]]:
+    """The opening of an SVG chart with a value axis from ``low`` to ``high`` (ticks and grid every ``step``), its
+    horizontal axis at ``baseline``; and the value -> y map."""
+
+    def py(y: float) -> float:
+        return height - bottom - (y - low) / (high - low) * (height - top - bottom)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-size="11" '
+             f'font-family="sans-serif">',
+             f'<line x1="{left}" y1="{py(baseline)}" x2="{width - right}" y2="{py(baseline)}" stroke="#444"/>',
+             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{py(low)}" stroke="#444"/>']
+    for i in range(round((high - low) / step) + 1):
+        y = low + step * i
+        parts.append(f'<text x="{left - 6}" y="{py(y) + 4:.1f}" text-anchor="end">{y:g}</text>'
+                     f'<line x1="{left}" y1="{py(y):.1f}" x2="{width - right}" y2="{py(y):.1f}" stroke="#eee"/>')
+    return parts, py
+
+
 def line_plot(series: dict[str, list[float]], xs: list[float], x_label: str, y_label: str,
               width: int = 520, height: int = 260) -> str:
     """An inline SVG plot of named series over ``xs``, with axes, ticks and a legend."""
@@ -49,17 +69,7 @@ def line_plot(series: dict[str, list[float]], xs: list[float], x_label: str, y_l
     def px(x: float) -> float:
         return left + (x - x0) / (x1 - x0) * (width - left - right)
 
-    def py(y: float) -> float:
-        return height - bottom - (y - low) / (high - low) * (height - top - bottom)
-
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-size="11" '
-             f'font-family="sans-serif">',
-             f'<line x1="{left}" y1="{py(low)}" x2="{width - right}" y2="{py(low)}" stroke="#444"/>',
-             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{py(low)}" stroke="#444"/>']
-    for i in range(round((high - low) / step) + 1):
-        y = low + step * i
-        parts.append(f'<text x="{left - 6}" y="{py(y) + 4:.1f}" text-anchor="end">{y:g}</text>'
-                     f'<line x1="{left}" y1="{py(y):.1f}" x2="{width - right}" y2="{py(y):.1f}" stroke="#eee"/>')
+    parts, py = _value_axes(width, height, left, right, top, bottom, low, high, step, low)
     for i in range(5):
         x = x0 + (x1 - x0) * i / 4
         parts.append(f'<text x="{px(x):.1f}" y="{height - bottom + 16}" text-anchor="middle">{x:.2f}</text>')
@@ -91,18 +101,7 @@ def bar_chart(series: dict[str, list[float]], categories: list[str], y_label: st
     low = math.floor(min(min(values), 0) * 1.05 / step) * step
     slot = (width - left - right) / len(categories)
     bar = 0.8 * slot / len(series)
-
-    def py(y: float) -> float:
-        return height - bottom - (y - low) / (high - low) * (height - top - bottom)
-
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-size="11" '
-             f'font-family="sans-serif">',
-             f'<line x1="{left}" y1="{py(0)}" x2="{width - right}" y2="{py(0)}" stroke="#444"/>',
-             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{py(low)}" stroke="#444"/>']
-    for i in range(round((high - low) / step) + 1):
-        y = low + step * i
-        parts.append(f'<text x="{left - 6}" y="{py(y) + 4:.1f}" text-anchor="end">{y:g}</text>'
-                     f'<line x1="{left}" y1="{py(y):.1f}" x2="{width - right}" y2="{py(y):.1f}" stroke="#eee"/>')
+    parts, py = _value_axes(width, height, left, right, top, bottom, low, high, step, 0.0)
     for c, category in enumerate(categories):
         parts.append(f'<text x="{left + (c + 0.5) * slot:.1f}" y="{height - bottom + 16}" text-anchor="middle">'
                      f'{html.escape(category)}</text>')
