@@ -137,7 +137,7 @@ def ridge_sweep() -> list[dict]:
 def correlation_prompt(captions: list[str], seeds: list[int]) -> tuple[dict, str]:
     """One KSampler per caption (euler, karras), joined by Latent Batch, scored by CLIP text 'red' and fitted; the
     prompt and the id of the node that outputs the whole batch."""
-    from comfy_fidelity import shared_nodes, text
+    from comfy_fidelity import ksampler, shared_nodes, text
 
     prompt = {**shared_nodes(),
               "oc": {"class_type": "LSC_OpenCLIPLoader",
@@ -147,10 +147,7 @@ def correlation_prompt(captions: list[str], seeds: list[int]) -> tuple[dict, str
     previous = None
     for i, (caption, seed) in enumerate(zip(captions, seeds)):
         prompt[f"text{i}"] = text(caption)
-        prompt[f"sample{i}"] = {"class_type": "KSampler", "inputs": {
-            "model": ["loader", 0], "positive": [f"text{i}", 0], "negative": ["negative", 0],
-            "latent_image": ["empty", 0], "seed": seed, "steps": STEPS, "cfg": CFG, "sampler_name": "euler",
-            "scheduler": "karras", "denoise": 1.0}}
+        prompt[f"sample{i}"] = ksampler([f"text{i}", 0], seed)
         if previous is not None:
             prompt[f"join{i}"] = {"class_type": "LatentBatch",
                                   "inputs": {"samples1": [previous, 0], "samples2": [f"sample{i}", 0]}}

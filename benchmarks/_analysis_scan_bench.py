@@ -122,15 +122,12 @@ def save_red_direction(direction: torch.Tensor) -> None:
 def scan_prompt(captions: list[str], seeds: list[int]) -> dict:
     """Per caption: KSampler (the family's settings) -> Latent Scan along the loaded direction (−, 0, +) ->
     VAEDecode; the pictures captured as "scan<i>", the sampled latents as "latent<i>"."""
-    from comfy_fidelity import shared_nodes, text
+    from comfy_fidelity import ksampler, shared_nodes, text
 
     nodes = {**shared_nodes(), "direction": {"class_type": "LSC_LoadDirection", "inputs": {"file": DIRECTION_FILE}}}
     for i, (caption, seed) in enumerate(zip(captions, seeds)):
         nodes[f"text{i}"] = text(caption)
-        nodes[f"sample{i}"] = {"class_type": "KSampler", "inputs": {
-            "model": ["loader", 0], "positive": [f"text{i}", 0], "negative": ["negative", 0],
-            "latent_image": ["empty", 0], "seed": seed, "steps": STEPS, "cfg": CFG, "sampler_name": "euler",
-            "scheduler": "karras", "denoise": 1.0}}
+        nodes[f"sample{i}"] = ksampler([f"text{i}", 0], seed)
         nodes[f"scan{i}"] = {"class_type": "LSC_LatentScan", "inputs": {
             "latent": [f"sample{i}", 0], "mode": "direction", "channel": 0, "start": -SCAN_END, "end": SCAN_END,
             "steps": 3, "direction": ["direction", 0]}}

@@ -74,14 +74,18 @@ def shared_nodes() -> dict:
     }
 
 
+def ksampler(positive: list, seed: int, model: tuple[str, int] = ("loader", 0), latent: str = "empty") -> dict:
+    """KSampler at the family's settings (euler, karras, STEPS, CFG) against the shared empty negative."""
+    return {"class_type": "KSampler", "inputs": {
+        "model": list(model), "positive": positive, "negative": ["negative", 0], "latent_image": [latent, 0],
+        "seed": seed, "steps": STEPS, "cfg": CFG, "sampler_name": "euler", "scheduler": "karras", "denoise": 1.0}}
+
+
 def sampled_branch(key: str, positive: list, seed: int, model: tuple[str, int] = ("loader", 0),
                    latent: str = "empty") -> dict:
     """KSampler (euler, karras) -> VAEDecode from a positive conditioning, the picture captured under ``key``."""
     return {
-        f"sample_{key}": {"class_type": "KSampler", "inputs": {
-            "model": list(model), "positive": positive, "negative": ["negative", 0], "latent_image": [latent, 0],
-            "seed": seed, "steps": STEPS, "cfg": CFG, "sampler_name": "euler", "scheduler": "karras",
-            "denoise": 1.0}},
+        f"sample_{key}": ksampler(positive, seed, model, latent),
         f"decode_{key}": {"class_type": "VAEDecode", "inputs": {"samples": [f"sample_{key}", 0], "vae": ["loader", 2]}},
         f"capture_{key}": {"class_type": "LSCTest_Capture", "inputs": {"value": [f"decode_{key}", 0], "label": key}},
     }
